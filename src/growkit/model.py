@@ -147,6 +147,9 @@ class Transformer(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
+        # nn.Linear / nn.Embedding draw their default init from the global RNG; with a seed that draw is
+        # undone (init_weights overwrites every value with its own generator).
+        cpu_rng = torch.get_rng_state() if seed is not None else None
         d = cfg.d_model
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.pos_emb = nn.Embedding(cfg.max_seq_len, d) if cfg.positions == "learned" else None
@@ -166,6 +169,8 @@ class Transformer(nn.Module):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.init_weights(seed)
+        if cpu_rng is not None:
+            torch.set_rng_state(cpu_rng)
 
     # -- initialisation --------------------------------------------------------------------------
     @torch.no_grad()
