@@ -225,7 +225,9 @@ class Transformer(nn.Module):
         logits = self.lm_head(h)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        # upcast half-precision logits for the loss, but never downcast float64
+        wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        loss = F.cross_entropy(wide.flatten(0, 1), targets.flatten(), ignore_index=-100)
         return logits, loss
 
     def pool(self, hidden: Tensor) -> Tensor:
