@@ -3,11 +3,16 @@
     import growkit as gk
     model = gk.Transformer(gk.TransformerConfig(arch="gpt2", n_layers=2, d_model=64, n_heads=4))
     logits, loss = model(tokens, targets)
+    gk.train(gk.RunConfig.from_toml("configs/gpt-tiny.toml"))
+
+Note: ``gk.train`` is the function; the subpackage is reached as ``from growkit.train import ...``.
 """
 
 from growkit.config import TransformerConfig
 from growkit.errors import GrowkitError
 from growkit.model import Transformer
+from growkit.train import RunConfig, Trainer
+from growkit.train import train as train  # the function shadows the subpackage attribute on purpose
 
-__all__ = ["GrowkitError", "Transformer", "TransformerConfig"]
+__all__ = ["GrowkitError", "RunConfig", "Trainer", "Transformer", "TransformerConfig", "train"]
 __version__ = "0.1.0"

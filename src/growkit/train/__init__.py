@@ -1,0 +1,6 @@
+"""Training: run configs, the loop, LR schedule, checkpoints, metrics and plots."""
+
+from growkit.train.config import DataConfig, RunConfig, RunSection, TrainConfig
+from growkit.train.loop import Trainer, train
+
+__all__ = ["DataConfig", "RunConfig", "RunSection", "TrainConfig", "Trainer", "train"]

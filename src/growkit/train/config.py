@@ -1,0 +1,268 @@
+"""`RunConfig`: one training run, read from TOML with ``--set section.key=value`` overrides.
+
+The sections and keys are part of the public contract (DESIGN.md, "A run, as a TOML file")::
+
+    [model]     a TransformerConfig (vocab_size defaults to the tokenizer's, max_seq_len to data.seq_len)
+    [data]      tokenizer, path, seq_len, val_fraction, cache_dir, mlm_prob
+    [train]     max_steps | max_tokens | max_flops, batch_size, micro_batch_size, lr, min_lr, warmup_steps,
+                decay, weight_decay, beta1, beta2, eps, grad_clip, dtype, seed, device
+    [run]       dir, eval_every, eval_batches, log_every, ckpt_every, keep_checkpoints, progress,
+                tensorboard, plots
+    [[growth]]  growth stages (see growkit.train.schedule)
+    [sparsity]  dynamic sparse training
+
+Unknown sections or keys and values of the wrong type are `GrowkitError`s that name the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from growkit.config import TransformerConfig
+from growkit.errors import GrowkitError
+
+
+@dataclass
+class DataConfig:
+    tokenizer: str = "bpe"
+    """``"bpe"`` (the bundled 8k byte-level BPE), ``"byte"`` (raw bytes), or ``"hf:DIR"``."""
+    path: str | None = None
+    """A text file or a folder of .txt/.md files; default: the bundled Shakespeare corpus."""
+    seq_len: int = 128
+    val_fraction: float = 0.05
+    cache_dir: str | None = None
+    """Where token ids are cached; default ``$GROWKIT_CACHE`` or ``~/.cache/growkit``."""
+    mlm_prob: float = 0.15
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    max_flops: float | None = None
+    batch_size: int = 32
+    """Global batch in sequences per optimizer step, whatever the number of processes."""
+    micro_batch_size: int | None = None
+    """Sequences per forward pass; batch_size / micro_batch_size micro-batches are accumulated."""
+    lr: float = 1e-3
+    min_lr: float | None = None
+    """LR at the end of the decay; default lr / 10."""
+    warmup_steps: int = 100
+    decay: str = "cosine"
+    """``cosine``, ``linear`` or ``constant`` after warmup."""
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0
+    dtype: str = "float32"
+    """``float32``, or ``bfloat16`` for bf16 autocast (weights and optimizer stay float32)."""
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class RunSection:
+    dir: str = "runs/gpt-tiny"
+    eval_every: int = 100
+    eval_batches: int = 16
+    log_every: int = 10
+    ckpt_every: int | None = None
+    """Steps between checkpoints; default: at every eval. The last step is always saved."""
+    keep_checkpoints: int = 2
+    progress: bool = True
+    tensorboard: bool = True
+    """Also write TensorBoard events when the ``tensorboard`` package is installed."""
+    plots: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: dict[str, Any] = field(default_factory=lambda: dict(
+        arch="gpt2", n_layers=4, d_model=128, n_heads=4, d_ff=512))
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=400, batch_size=16))
+    run: RunSection = field(default_factory=RunSection)
+    growth: list[dict[str, Any]] = field(default_factory=list)
+    sparsity: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- derived -------------------------------------------------------------------------------
+    def model_config(self, vocab_size: int) -> TransformerConfig:
+        """The model's config, with vocab_size and max_seq_len filled from the data when unset."""
+        d = dict(self.model)
+        d.setdefault("vocab_size", vocab_size)
+        d.setdefault("max_seq_len", self.data.seq_len)
+        if d["vocab_size"] < vocab_size:
+            raise GrowkitError(
+                f"model.vocab_size {d['vocab_size']} is smaller than the tokenizer's vocabulary ({vocab_size}): "
+                f"remove model.vocab_size to use the tokenizer's size")
+        if d["max_seq_len"] < self.data.seq_len:
+            raise GrowkitError(
+                f"model.max_seq_len {d['max_seq_len']} is shorter than data.seq_len {self.data.seq_len}: "
+                f"raise model.max_seq_len or lower data.seq_len")
+        return TransformerConfig.from_dict(d)
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.train.micro_batch_size or self.train.batch_size
+
+    @property
+    def grad_accum(self) -> int:
+        return self.train.batch_size // self.micro_batch_size
+
+    # -- checks --------------------------------------------------------------------------------
+    def validate(self) -> RunConfig:
+        t, r, dt = self.train, self.run, self.data
+        if "hf" in self.model:
+            raise GrowkitError("model.hf (start from a Hugging Face model) is not supported yet: "
+                               "describe the model with TransformerConfig keys instead")
+        probe = dict(self.model)
+        probe.setdefault("vocab_size", 256)
+        probe.setdefault("max_seq_len", dt.seq_len)
+        TransformerConfig.from_dict(probe)
+        if t.max_steps is None and t.max_tokens is None and t.max_flops is None:
+            raise GrowkitError("the run has no length: set train.max_steps, train.max_tokens or train.max_flops")
+        _positive(train_max_steps=t.max_steps, train_max_tokens=t.max_tokens, train_max_flops=t.max_flops,
+                  train_batch_size=t.batch_size, train_micro_batch_size=t.micro_batch_size, train_lr=t.lr,
+                  data_seq_len=dt.seq_len, run_eval_every=r.eval_every, run_eval_batches=r.eval_batches,
+                  run_log_every=r.log_every, run_ckpt_every=r.ckpt_every, run_keep_checkpoints=r.keep_checkpoints)
+        if t.batch_size % self.micro_batch_size:
+            raise GrowkitError(f"train.batch_size {t.batch_size} is not a multiple of train.micro_batch_size "
+                               f"{self.micro_batch_size}: pick a micro batch that divides the batch")
+        _choice("train.decay", t.decay, ("cosine", "linear", "constant"))
+        _choice("train.dtype", t.dtype, ("float32", "bfloat16"))
+        if not 0.0 < dt.val_fraction < 1.0:
+            raise GrowkitError(f"data.val_fraction must be between 0 and 1, got {dt.val_fraction}")
+        if not 0.0 < dt.mlm_prob < 1.0:
+            raise GrowkitError(f"data.mlm_prob must be between 0 and 1, got {dt.mlm_prob}")
+        if t.warmup_steps < 0:
+            raise GrowkitError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+        if self.growth:
+            raise GrowkitError("[[growth]] stages are not supported yet: remove them to train at a fixed size")
+        if self.sparsity:
+            raise GrowkitError("[sparsity] is not supported yet: remove it to train dense")
+        return self
+
+    # -- (de)serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Build from nested dicts; every key is checked against the dataclasses above."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise GrowkitError(f"unknown section(s) {', '.join(unknown)}: the sections are {', '.join(sorted(known))}")
+        kw: dict[str, Any] = {}
+        for name, section_cls in (("data", DataConfig), ("train", TrainConfig), ("run", RunSection)):
+            if name in d:
+                kw[name] = _build_section(section_cls, d[name], name)
+        if "model" in d:
+            if not isinstance(d["model"], dict):
+                raise GrowkitError("[model] must be a table of TransformerConfig keys")
+            kw["model"] = dict(d["model"])
+        if "growth" in d:
+            if not (isinstance(d["growth"], list) and all(isinstance(s, dict) for s in d["growth"])):
+                raise GrowkitError("growth must be a list of tables: write each stage as [[growth]]")
+            kw["growth"] = [dict(s) for s in d["growth"]]
+        if d.get("sparsity") is not None:
+            if not isinstance(d["sparsity"], dict):
+                raise GrowkitError("[sparsity] must be a table of SparsityConfig keys")
+            kw["sparsity"] = dict(d["sparsity"])
+        return cls(**kw)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+        """Read a TOML file, apply ``section.key=value`` overrides, validate."""
+        path = Path(path)
+        if not path.is_file():
+            raise GrowkitError(f"config file {str(path)!r} does not exist: pass --config PATH to a TOML file")
+        try:
+            d = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise GrowkitError(f"config file {str(path)!r} is not valid TOML ({e}): fix the file") from None
+        return cls.from_dict(apply_overrides(d, overrides))
+
+    @classmethod
+    def default(cls, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+        """The built-in run (gpt2, 4 layers × 128, 400 steps on Shakespeare) with overrides applied."""
+        return cls.from_dict(apply_overrides(cls().to_dict(), overrides))
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["train.max_steps=50", "run.dir=runs/x"]`` → a copy of ``d`` with those keys set.
+
+    Values are parsed as TOML (``50`` → int, ``1e-3`` → float, ``true`` → bool, ``"x"`` → str); a
+    value that is not valid TOML is taken as a bare string (``run.dir=runs/x``).
+    """
+    out = json.loads(json.dumps(d))  # deep copy of plain data
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise GrowkitError(f"cannot read override {item!r}: write it as section.key=value, e.g. train.max_steps=50")
+        section, name = parts
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        target = out.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise GrowkitError(f"cannot override {key}: [{section}] is not a table")
+        target[name] = value
+    return out
+
+
+def _build_section(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise GrowkitError(f"[{where}] must be a table of keys")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise GrowkitError(f"unknown key(s) in [{where}]: {', '.join(unknown)}; known keys: {', '.join(known)}")
+    return cls(**{k: _check_type(f"{where}.{k}", v, hints[k]) for k, v in values.items()})
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    """Accept ``value`` if it fits ``hint`` (int for float is fine; bool is not an int)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for t in options:
+        if t is type(None) and value is None:
+            return value
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, str):
+            return value
+    names = " or ".join("none" if t is type(None) else t.__name__ for t in options)
+    raise GrowkitError(f"{key} must be {names}, got {value!r} ({type(value).__name__})")
+
+
+def _positive(**values: Any) -> None:
+    for name, v in values.items():
+        if v is not None and v <= 0:
+            section, key = name.split("_", 1)
+            raise GrowkitError(f"{section}.{key} must be positive, got {v}")
+
+
+def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise GrowkitError(f"{key} must be one of {', '.join(options)}, got {value!r}")

@@ -1,0 +1,262 @@
+"""The training loop: `growkit.train(RunConfig)` and the `Trainer` behind it.
+
+One optimizer step = ``grad_accum`` micro-batches of ``micro_batch_size`` sequences (forward, backward
+of ``loss / grad_accum``), gradient clipping, AdamW, then the LR for the next step. Batches are pure
+functions of their index (see `growkit.data`), so the data position is just the step counter and a
+resumed run sees exactly the batches an uninterrupted run would have. Counters kept per step:
+tokens, training FLOPs (``flops_per_token × tokens``, with the formula in `growkit.flops`) and
+wall-clock; every log record carries all three.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from growkit.data import CausalBatches, MLMBatches, load_tokenizer, prepare_data
+from growkit.errors import GrowkitError
+from growkit.io import atomic_write_json, atomic_write_text
+from growkit.model import Transformer
+from growkit.train.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
+from growkit.train.config import RunConfig, TrainConfig
+from growkit.train.metrics import METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
+from growkit.train.schedule import learning_rate, progress
+
+
+@dataclass
+class TrainState:
+    """Counters of a run; with the checkpointed tensors they are all a resume needs."""
+
+    step: int = 0
+    tokens: int = 0
+    flops: float = 0.0
+    time_s: float = 0.0
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only: no decay on norms, biases and embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or name.endswith("_emb.weight"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+class Trainer:
+    """Owns the model, optimizer, data and counters of one run; `fit()` runs it to its budget."""
+
+    def __init__(self, cfg: RunConfig, resume: bool | str | Path = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run.dir)
+        t = cfg.train
+        self.device = torch.device(_pick_device(t.device))
+        checkpoint = _prepare_run_dir(self.run_dir, resume)
+        self.tokenizer = load_tokenizer(cfg.data.tokenizer)
+        self.data = prepare_data(self.tokenizer, cfg.data.path, cfg.data.cache_dir, cfg.data.val_fraction)
+        self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
+        if self.model_cfg.arch == "bert" and self.tokenizer.mask_id is None:
+            raise GrowkitError(f"tokenizer {cfg.data.tokenizer!r} has no mask token, which BERT's masked-LM "
+                               f"needs: use data.tokenizer = 'bpe' or 'byte'")
+        torch.manual_seed(t.seed)
+        self.model = Transformer(self.model_cfg, seed=t.seed).to(self.device)
+        self.optimizer = build_optimizer(self.model, t)
+        self.state = TrainState()
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        else:
+            atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
+        self.batches = self._batches("train", cfg.micro_batch_size, t.seed)
+        self.eval_set = self._batches("val", cfg.micro_batch_size, t.seed + 1).eval_batches(cfg.run.eval_batches)
+        self.autocast = t.dtype == "bfloat16"
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _batches(self, split: str, batch_size: int, seed: int) -> CausalBatches | MLMBatches:
+        seq_len = self.cfg.data.seq_len
+        if self.model_cfg.causal:
+            return self.data.causal_batches(split, batch_size, seq_len, seed)
+        return self.data.mlm_batches(split, batch_size, seq_len, seed, mask_prob=self.cfg.data.mlm_prob)
+
+    def _restore(self, path: Path) -> None:
+        ckpt = read_checkpoint(path)
+        saved = ckpt.state.get("model_config")
+        if saved != self.model_cfg.to_dict():
+            raise GrowkitError(f"checkpoint {ckpt.path} holds a different model ({saved}) than the config builds "
+                               f"({self.model_cfg.to_dict()}): resume with the config the run was started with")
+        ckpt.load_model(self.model)
+        ckpt.load_optimizer(self.optimizer, self.model)
+        torch.set_rng_state(ckpt.rng_state())
+        self.state = TrainState(**{k: ckpt.state[k] for k in asdict(TrainState())})
+        for name in (METRICS_FILE, TRAIN_LOG_FILE):  # drop records the resumed run will write again
+            _truncate_records(self.run_dir / name, self.state.step)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.train.batch_size * self.cfg.data.seq_len
+
+    @property
+    def flops_per_token(self) -> float:
+        return self.model.flops_per_token(self.cfg.data.seq_len)
+
+    def progress(self) -> float:
+        s = self.state
+        return progress(self.cfg.train, s.step, s.tokens, s.flops)
+
+    def estimated_total_steps(self) -> int:
+        t = self.cfg.train
+        per_budget = [t.max_steps,
+                      t.max_tokens and math.ceil(t.max_tokens / self.tokens_per_step),
+                      t.max_flops and math.ceil(t.max_flops / (self.flops_per_token * self.tokens_per_step))]
+        return min(n for n in per_budget if n)
+
+    # -- one step, one eval ----------------------------------------------------------------------
+    def train_step(self) -> float:
+        """One optimizer step; returns the mean training loss over its micro-batches."""
+        self.model.train()
+        lr = learning_rate(self.cfg.train, self.state.step, self.progress())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        accum = self.cfg.grad_accum
+        total = 0.0
+        for micro in range(accum):
+            x, y = (b.to(self.device) for b in self.batches.batch(self.state.step * accum + micro))
+            with self._autocast():
+                _, loss = self.model(x, y)
+            (loss / accum).backward()
+            total += loss.item()
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.state.tokens += self.tokens_per_step
+        self.state.flops += self.flops_per_token * self.tokens_per_step
+        return total / accum
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float | None]:
+        """Loss on the fixed validation batches; perplexity; bits per byte (causal LMs only)."""
+        self.model.eval()
+        losses = []
+        for x, y in self.eval_set:
+            with self._autocast():
+                _, loss = self.model(x.to(self.device), y.to(self.device))
+            losses.append(loss.item())
+        val_loss = sum(losses) / len(losses)
+        bpb = self.data.bits_per_byte(val_loss, "val") if self.model_cfg.causal else None
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "val_bpb": bpb}
+
+    def save(self) -> Path:
+        state = {**asdict(self.state), "model_config": self.model_cfg.to_dict(), "run_config": self.cfg.to_dict()}
+        return save_checkpoint(self.run_dir, self.model, self.optimizer, state, keep=self.cfg.run.keep_checkpoints)
+
+    # -- the run -------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train until the budget is spent; evaluate, log and checkpoint on the way; plot at the end."""
+        run = self.cfg.run
+        ckpt_every = run.ckpt_every or run.eval_every
+        logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard)
+        started, base_time = time.perf_counter(), self.state.time_s
+        last = {"time": started, "tokens": self.state.tokens}
+        bar = tqdm(total=self.estimated_total_steps(), initial=self.state.step, disable=not run.progress,
+                   unit="step", dynamic_ncols=True, desc=self.run_dir.name)
+        eval_record: dict[str, Any] = {}
+        train_loss = float("nan")
+        try:
+            while self.progress() < 1.0:
+                train_loss = self.train_step()
+                self.state.time_s = base_time + time.perf_counter() - started
+                s = self.state
+                done = self.progress() >= 1.0
+                bar.update(1)
+                if s.step % run.log_every == 0 or done:
+                    now = time.perf_counter()
+                    tok_s = (s.tokens - last["tokens"]) / max(now - last["time"], 1e-9)
+                    last = {"time": now, "tokens": s.tokens}
+                    logger.log_train({**self._counters(), "train_loss": train_loss, "tokens_per_s": tok_s,
+                                      "lr": self.optimizer.param_groups[0]["lr"]})
+                    bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+                if s.step % run.eval_every == 0 or done:
+                    eval_record = {**self._counters(), "train_loss": train_loss, **self.evaluate()}
+                    logger.log_eval(eval_record)
+                    bar.write(_describe(eval_record))
+                if s.step % ckpt_every == 0 or done:
+                    self.save()
+        finally:
+            bar.close()
+            logger.close()
+        plots = []
+        if run.plots:
+            from growkit.train.plots import plot_runs
+            plots = plot_runs([self.run_dir], self.run_dir / "plots")
+        return {**eval_record, "run_dir": str(self.run_dir), "plots": [str(p) for p in plots]}
+
+    def _counters(self) -> dict[str, Any]:
+        s = self.state
+        return {"step": s.step, "tokens": s.tokens, "flops": s.flops, "time_s": round(s.time_s, 3)}
+
+
+def train(cfg: RunConfig, resume: bool | str | Path = False) -> dict[str, Any]:
+    """Run a training run to its budget; returns the last evaluation and where the results are.
+
+    ``resume=True`` continues from the run dir's latest checkpoint (``str``/``Path``: from that
+    checkpoint directory); without it a run dir that already holds a run is refused, never overwritten.
+    """
+    return Trainer(cfg, resume=resume).fit()
+
+
+def _describe(r: dict[str, Any]) -> str:
+    bpb = f" | bpb {r['val_bpb']:.3f}" if r.get("val_bpb") is not None else ""
+    return (f"step {r['step']:>6} | val loss {r['val_loss']:.4f} | ppl {r['val_ppl']:.1f}{bpb} | "
+            f"{r['flops']:.3g} FLOPs | {r['time_s']:.0f} s")
+
+
+def _pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GrowkitError(f"train.device is {name!r} but no CUDA device is available: use train.device = 'cpu'")
+    return name
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> Path | None:
+    """Create or check the run dir; returns the checkpoint to resume from, if any."""
+    if resume:
+        source = run_dir if resume is True else Path(resume)
+        found = find_checkpoint(source)
+        if found is None:
+            raise GrowkitError(f"nothing to resume in {source}: it holds no checkpoint; start the run without --resume")
+        return found
+    existing = find_checkpoint(run_dir) if run_dir.exists() else None
+    if existing is not None or (run_dir / METRICS_FILE).exists():
+        raise GrowkitError(f"run dir {run_dir} already holds a run: pass --resume to continue it, or set "
+                           f"run.dir to a new directory (nothing was changed)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise GrowkitError(f"run.dir {str(run_dir)!r} is not writable ({e.strerror}): choose a directory you "
+                           f"can write, e.g. --set run.dir=runs/my-run") from None
+    return None
+
+
+def _truncate_records(path: Path, step: int) -> None:
+    if path.exists():
+        kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))

@@ -1,0 +1,65 @@
+"""Run logs: ``metrics.jsonl`` (one record per evaluation), ``train.jsonl`` (one per ``log_every``
+steps), and TensorBoard events when the ``tensorboard`` package is installed.
+
+Every record carries ``step``, ``tokens``, ``flops`` (cumulative training FLOPs) and ``time_s``
+(cumulative wall-clock of the run, across resumes), so runs of different sizes compare on any axis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+TRAIN_LOG_FILE = "train.jsonl"
+
+
+class MetricsLogger:
+    """Appends JSON lines (flushed per record, so a crash loses nothing written) and mirrors scalars
+    to TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        self.run_dir = run_dir
+        self._files = {name: open(run_dir / name, "a") for name in (METRICS_FILE, TRAIN_LOG_FILE)}  # noqa: SIM115
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard not installed: JSONL only
+                pass
+            else:
+                self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log_eval(self, record: dict[str, Any]) -> None:
+        self._write(METRICS_FILE, record, "eval")
+
+    def log_train(self, record: dict[str, Any]) -> None:
+        self._write(TRAIN_LOG_FILE, record, "train")
+
+    def _write(self, name: str, record: dict[str, Any], prefix: str) -> None:
+        f = self._files[name]
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        if self._tb is not None:
+            for k, v in record.items():
+                if isinstance(v, int | float) and k != "step" and math.isfinite(v):
+                    self._tb.add_scalar(f"{prefix}/{k}", v, record["step"])
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file; a torn last line (a crash mid-write) is skipped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

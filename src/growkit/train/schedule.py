@@ -1,0 +1,33 @@
+"""Learning-rate schedule: linear warmup, then cosine or linear decay to ``min_lr`` (or constant).
+
+The schedule is a pure function of the optimizer step and the run's *progress* — the largest of
+step / max_steps, tokens / max_tokens and FLOPs / max_flops over the budgets that are set — so it
+carries across a growth (the step and the counters go on; nothing is re-registered) and a resumed
+run lands on exactly the same LR.
+"""
+
+from __future__ import annotations
+
+import math
+
+from growkit.train.config import TrainConfig
+
+
+def progress(cfg: TrainConfig, step: int, tokens: int, flops: float) -> float:
+    """Fraction of the run's budget spent, in [0, ∞): the run ends when it reaches 1."""
+    fractions = [done / budget for done, budget in
+                 ((step, cfg.max_steps), (tokens, cfg.max_tokens), (flops, cfg.max_flops)) if budget]
+    return max(fractions)
+
+
+def learning_rate(cfg: TrainConfig, step: int, frac: float) -> float:
+    """LR for optimizer step ``step`` (0-based) at run progress ``frac``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+    t = min(max(frac, 0.0), 1.0)
+    if cfg.decay == "constant":
+        return cfg.lr
+    if cfg.decay == "linear":
+        return cfg.lr + (min_lr - cfg.lr) * t
+    return min_lr + 0.5 * (cfg.lr - min_lr) * (1 + math.cos(math.pi * t))
