@@ -91,6 +91,11 @@ def test_missing_path_error(tmp_path: Path) -> None:
         read_text_source(tmp_path / "nope.txt")
 
 
+def test_empty_path_error() -> None:
+    with pytest.raises(GrowkitError, match=r"data\.path is empty: leave it out for the bundled"):
+        read_text_source("")
+
+
 def test_folder_without_text_error(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(GrowkitError, match=r"holds no \.txt or \.md files"):

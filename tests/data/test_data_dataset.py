@@ -9,8 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from tokenizers import Tokenizer as Backend
+from tokenizers import models, pre_tokenizers
 
-from growkit.data import TokenData, bits_per_byte, prepare_data, shakespeare_plays, split_documents
+from growkit.data import (
+    TokenData,
+    bits_per_byte,
+    load_tokenizer,
+    prepare_data,
+    shakespeare_plays,
+    split_documents,
+)
 from growkit.data.dataset import _dtype_for, default_cache_dir
 from growkit.errors import GrowkitError
 
@@ -80,6 +91,19 @@ def test_user_folder_documents_are_separated_by_eot(tmp_path: Path) -> None:
     assert data.tokenizer.decode(data.val) == "gamma\n" * 17  # 30% of 340 bytes, cut at a line start
 
 
+def test_tokenizer_without_eot_joins_documents(tmp_path: Path) -> None:
+    backend = Backend(models.WordLevel({"a": 0, "b": 1, "<unk>": 2}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    (tmp_path / "tok").mkdir()
+    backend.save(str(tmp_path / "tok" / "tokenizer.json"))
+    for name, text in [("1.txt", "a b\n" * 10), ("2.txt", "b b\n" * 10)]:
+        (tmp_path / name).write_text(text)
+    tok = load_tokenizer(f"hf:{tmp_path / 'tok'}")
+    assert tok.eot_id is None
+    data = prepare_data(tok, tmp_path, cache_dir=tmp_path / "c", val_fraction=0.5)
+    assert data.train.tolist() == [0, 1] * 10 and data.val.tolist() == [1, 1] * 10
+
+
 def test_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
     (tmp_path / "t.txt").write_text("some words\n" * 100)
     data = prepare_data("byte", tmp_path / "t.txt", cache_dir=tmp_path / "c")
@@ -106,6 +130,19 @@ def test_split_documents_cuts_at_line_starts() -> None:
     assert len(train) == 2 and val[0].startswith("third\n")
     assert split_documents(["one line with no break"], 0.5) == (["one line wi"], ["th no break"])
     assert split_documents(["aaaa", "bbbb"], 0.5) == (["aaaa"], ["bbbb"])
+
+
+@given(
+    st.lists(st.text(alphabet=st.sampled_from("ab \n☃"), min_size=1, max_size=40), min_size=1, max_size=5),
+    st.floats(0.05, 0.95),
+)
+def test_split_documents_keeps_all_text(docs: list[str], fraction: float) -> None:
+    try:
+        train, val = split_documents(docs, fraction)
+    except GrowkitError:
+        return  # too small to split
+    assert "".join(train) + "".join(val) == "".join(docs)
+    assert len(train) + len(val) in (len(docs), len(docs) + 1)  # at most one document is shared
 
 
 def test_bits_per_byte() -> None:

@@ -131,6 +131,11 @@ def source_files(path: str | Path) -> list[Path]:
     Raises:
         GrowkitError: if the path does not exist or a folder holds no ``.txt`` / ``.md`` files.
     """
+    if not str(path).strip():
+        raise GrowkitError(
+            "data.path is empty: leave it out for the bundled Shakespeare corpus, or point it at a text "
+            "file or a folder of .txt files"
+        )
     p = Path(path).expanduser()
     if p.is_file():
         return [p]

@@ -10,7 +10,14 @@ The cache lives in ``cache_dir`` (default: ``$GROWKIT_CACHE``, else ``~/.cache/g
 vocabularies over 65536) and ``meta.json``. The key hashes the source files' names, sizes and mtimes
 (for the bundled corpus: its files and the conversion version), the tokenizer's name and vocabulary
 fingerprint, and ``val_fraction``. Files are written under temporary names and renamed, ``meta.json``
-last, so a crashed or concurrent writer never leaves a half-written cache that looks complete.
+last, so a crashed or concurrent writer never leaves a half-written cache that looks complete
+(concurrent writers, e.g. several ranks on a cold cache, each write the same bytes; to avoid the
+duplicate work, let one rank call :func:`prepare_data` first and the others after a barrier).
+
+Long documents are handed to the tokenizer in pieces of about 256 KiB cut at line starts, encoded in
+parallel. For byte-level BPE (``bpe``, GPT-2-like ``hf:`` tokenizers) and ``byte`` this gives exactly
+the ids of encoding whole documents; a SentencePiece-style ``hf:`` tokenizer may tokenize the first
+word of a piece slightly differently (a few tokens per 256 KiB).
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "growkit"
 
 
-@dataclass
+@dataclass(eq=False)
 class TokenData:
     """A tokenized corpus: the two splits as read-only memmaps of ids, plus their sizes.
 
@@ -174,10 +181,12 @@ def split_documents(documents: Sequence[str], val_fraction: float) -> tuple[list
 
 def _cut_point(data: bytes, target: int) -> int:
     """A byte position in ``data`` near ``target`` where a line starts (see :func:`split_documents`)."""
-    after = _LINE_START.search(data, max(target - 1, 0))
+    if target <= 0:
+        return 0
+    after = _LINE_START.search(data, target - 1)
     if after is not None:
         return after.end()
-    before = [m.end() for m in _LINE_START.finditer(data, 0, max(target - 1, 0))]
+    before = [m.end() for m in _LINE_START.finditer(data, 0, target)]
     if before:
         return before[-1]
     while 0 < target < len(data) and data[target] & 0xC0 == 0x80:  # not inside a UTF-8 sequence

@@ -170,12 +170,16 @@ class HFTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False).ids)
 
+    def _encodings(self, texts: Sequence[str]) -> list[Any]:
+        # encode_batch_fast (tokenizers >= 0.21) skips computing offsets; same ids.
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+        return list(encode(list(texts), add_special_tokens=False))
+
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [list(e.ids) for e in self._tok.encode_batch_fast(list(texts), add_special_tokens=False)]
+        return [list(e.ids) for e in self._encodings(texts)]
 
     def encode_arrays(self, texts: Sequence[str]) -> list[np.ndarray]:
-        encodings = self._tok.encode_batch_fast(list(texts), add_special_tokens=False)
-        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        return [np.asarray(e.ids, dtype=np.int64) for e in self._encodings(texts)]
 
     def decode(self, ids: Iterable[int]) -> str:
         return str(self._tok.decode(_as_id_list(ids), skip_special_tokens=False))
