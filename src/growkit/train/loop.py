@@ -62,9 +62,9 @@ class Trainer:
         self.run_dir = Path(cfg.run.dir)
         t = cfg.train
         self.device = torch.device(_pick_device(t.device))
-        checkpoint = _prepare_run_dir(self.run_dir, resume)
         self.tokenizer = load_tokenizer(cfg.data.tokenizer)
         self.data = prepare_data(self.tokenizer, cfg.data.path, cfg.data.cache_dir, cfg.data.val_fraction)
+        checkpoint = _prepare_run_dir(self.run_dir, resume)
         self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
         if self.model_cfg.arch == "bert" and self.tokenizer.mask_id is None:
             raise GrowkitError(f"tokenizer {cfg.data.tokenizer!r} has no mask token, which BERT's masked-LM "
@@ -165,8 +165,12 @@ class Trainer:
         return save_checkpoint(self.run_dir, self.model, self.optimizer, state, keep=self.cfg.run.keep_checkpoints)
 
     # -- the run -------------------------------------------------------------------------------
-    def fit(self) -> dict[str, Any]:
-        """Train until the budget is spent; evaluate, log and checkpoint on the way; plot at the end."""
+    def fit(self, stop_at_step: int | None = None) -> dict[str, Any]:
+        """Train until the budget is spent; evaluate, log and checkpoint on the way; plot at the end.
+
+        ``stop_at_step`` ends this session early at that step (with a checkpoint), as a preempted job
+        would; the schedule still follows the full budget, so ``--resume`` continues the same run.
+        """
         run = self.cfg.run
         ckpt_every = run.ckpt_every or run.eval_every
         logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard)
@@ -194,8 +198,10 @@ class Trainer:
                     eval_record = {**self._counters(), "train_loss": train_loss, **self.evaluate()}
                     logger.log_eval(eval_record)
                     bar.write(_describe(eval_record))
-                if s.step % ckpt_every == 0 or done:
+                if s.step % ckpt_every == 0 or done or s.step == stop_at_step:
                     self.save()
+                if s.step == stop_at_step:
+                    break
         finally:
             bar.close()
             logger.close()
