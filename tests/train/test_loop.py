@@ -103,14 +103,21 @@ def test_missing_data_path(tmp_path: Path) -> None:
         Trainer(tiny(tmp_path / "r", "train.max_steps=2", f"data.path='{tmp_path / 'nope.txt'}'"))
 
 
-def test_user_text_and_byte_tokenizer_llama_bf16(tmp_path: Path) -> None:
+def test_user_text_and_byte_tokenizer_llama(tmp_path: Path) -> None:
     text = tmp_path / "corpus.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 400)
     cfg = tiny(tmp_path / "r", "train.max_steps=60", "run.eval_every=60", "train.lr=1e-2", f"data.path='{text}'",
-               "data.tokenizer='byte'", "model.arch='llama'", "model.n_heads=4", "model.n_kv_heads=2",
-               "train.dtype='bfloat16'")
+               "data.tokenizer='byte'", "model.arch='llama'", "model.n_heads=4", "model.n_kv_heads=2")
     result = train(cfg)
     assert result["val_loss"] < 3.0  # far below ln(259) = 5.56 on this repetitive text
+
+
+def test_bf16_autocast_trains(tmp_path: Path) -> None:
+    trainer = Trainer(tiny(tmp_path, "train.max_steps=8", "run.eval_every=8", "train.dtype='bfloat16'"))
+    first = trainer.train_step()
+    trainer.fit()
+    assert trainer.model.tok_emb.weight.dtype == torch.float32  # weights and moments stay fp32
+    assert trainer.evaluate()["val_loss"] < first
 
 
 def test_budget_in_tokens_and_flops(tmp_path: Path) -> None:

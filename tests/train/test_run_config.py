@@ -111,3 +111,17 @@ def test_missing_and_invalid_toml_files(tmp_path: Path) -> None:
         RunConfig.from_toml(tmp_path / "nope.toml")
     with pytest.raises(GrowkitError, match="not valid TOML"):
         RunConfig.from_toml(write(tmp_path, "[train\nmax_steps = 3"))
+
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_are_valid(path: Path) -> None:
+    cfg = RunConfig.from_toml(path)
+    assert cfg.model_config(vocab_size=8192).vocab_size == 8192
+
+
+def test_default_run_is_configs_gpt_tiny() -> None:
+    shipped = RunConfig.from_toml(Path(__file__).parents[2] / "configs" / "gpt-tiny.toml")
+    assert shipped == RunConfig()
