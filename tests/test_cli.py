@@ -31,7 +31,7 @@ def test_train_with_config_and_overrides_then_plot(tmp_path: Path) -> None:
                   "--set", f"run.dir={run_dir}")
     assert out.returncode == 0, out.stderr
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in evals] == [5, 10]  # one record per eval
+    assert [r["step"] for r in evals] == [0, 5, 10]  # one record per eval, the first before training
     assert json.loads((run_dir / "config.json").read_text())["model"]["n_layers"] == 1
     assert (run_dir / "checkpoints" / "latest.json").exists()
     assert (run_dir / "plots" / "val_loss_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
@@ -51,7 +51,7 @@ def test_resume_continues_a_run(tmp_path: Path) -> None:
     out = growkit(*run, "--set", "train.max_steps=6", "--resume")
     assert out.returncode == 0, out.stderr
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [3, 6]
+    assert steps == [0, 3, 6]
 
 
 @pytest.mark.parametrize(("args", "phrase"), [

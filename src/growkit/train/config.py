@@ -88,7 +88,7 @@ class RunConfig:
     model: dict[str, Any] = field(default_factory=lambda: dict(
         arch="gpt2", n_layers=4, d_model=128, n_heads=4, d_ff=512))
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=400, batch_size=16))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=600, batch_size=16))
     run: RunSection = field(default_factory=RunSection)
     growth: list[dict[str, Any]] = field(default_factory=list)
     sparsity: dict[str, Any] | None = None
@@ -199,7 +199,7 @@ class RunConfig:
 
     @classmethod
     def default(cls, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-        """The built-in run (gpt2, 4 layers × 128, 400 steps on Shakespeare) with overrides applied."""
+        """The built-in run (gpt2, 4 layers × 128, 600 steps on Shakespeare) with overrides applied."""
         return cls.from_dict(apply_overrides(cls().to_dict(), overrides))
 
 

@@ -181,6 +181,8 @@ class Trainer:
         eval_record: dict[str, Any] = {}
         train_loss = float("nan")
         try:
+            if self.state.step == 0:  # where the run starts, for the plots and the "loss fell" check
+                eval_record = self._eval_and_log(logger, bar, train_loss=None)
             while self.progress() < 1.0:
                 train_loss = self.train_step()
                 self.state.time_s = base_time + time.perf_counter() - started
@@ -195,9 +197,7 @@ class Trainer:
                                       "lr": self.optimizer.param_groups[0]["lr"]})
                     bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
                 if s.step % run.eval_every == 0 or done:
-                    eval_record = {**self._counters(), "train_loss": train_loss, **self.evaluate()}
-                    logger.log_eval(eval_record)
-                    bar.write(_describe(eval_record))
+                    eval_record = self._eval_and_log(logger, bar, train_loss)
                 if s.step % ckpt_every == 0 or done or s.step == stop_at_step:
                     self.save()
                 if s.step == stop_at_step:
@@ -210,6 +210,12 @@ class Trainer:
             from growkit.train.plots import plot_runs
             plots = plot_runs([self.run_dir], self.run_dir / "plots")
         return {**eval_record, "run_dir": str(self.run_dir), "plots": [str(p) for p in plots]}
+
+    def _eval_and_log(self, logger: MetricsLogger, bar: tqdm, train_loss: float | None) -> dict[str, Any]:
+        record = {**self._counters(), "train_loss": train_loss, **self.evaluate()}
+        logger.log_eval(record)
+        bar.write(_describe(record))
+        return record
 
     def _counters(self) -> dict[str, Any]:
         s = self.state
