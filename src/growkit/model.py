@@ -7,6 +7,13 @@ Read it top to bottom: norms, rotary positions, attention, MLP, block, model. Pl
     bert   h = LN(x + attn(x));  h = LN(h + mlp(h))         learned positions + token types, MLM head
     llama  h = x + attn(RMS(x)); h = h + swiglu(RMS(h))     RoPE on q, k; grouped-query attention
 
+Growth masks (MSG, "masked" growth) are optional buffers, None on a plain model and created by
+`growkit.grow`: ``width_mask`` (d_model, on the model: embeddings, every norm, every residual branch),
+per block ``layer_gate`` (a scalar: the block computes ``g·block(x) + (1−g)·x``), per attention
+``head_mask`` (n_heads × d_head_v, on the head outputs) and ``qk_mask`` (d_head, on the queries), per MLP
+``ffn_mask`` (d_ff, on the hidden units). A mask is 1 on old units and c ∈ [0, 1] on new ones; at
+c = 0 the new units contribute exactly nothing, whatever their weights.
+
 Parameter names are the contract the growth operators, checkpoints and HF adapters rely on:
 ``tok_emb, pos_emb, type_emb, emb_norm, blocks.{i}.{attn_norm, attn.{q,k,v,o}_proj, mlp_norm,
 mlp.{gate, up, down}}, final_norm, mlm_dense, mlm_norm, lm_head, pooler``.
@@ -32,8 +39,17 @@ _ACT = {
 }
 
 
+MASK_NAMES = ("width_mask", "layer_gate", "head_mask", "qk_mask", "ffn_mask")
+
+
 class Norm(nn.Module):
-    """LayerNorm (weight and bias) or RMSNorm (weight only) over the last dimension."""
+    """LayerNorm (weight and bias) or RMSNorm (weight only) over the last dimension.
+
+    With a width mask m the statistics are mask-weighted and the output is masked:
+    μ = Σmᵢxᵢ/Σmᵢ, σ² = Σmᵢ(xᵢ−μ)²/Σmᵢ (RMSNorm: σ² = Σmᵢxᵢ²/Σmᵢ), y = m ⊙ ((x−μ)/√(σ²+ε)·g + b).
+    Where m is 0 on new channels this is exactly the old norm on the old channels (and 0 on the new);
+    at m = 1 it is the plain norm.
+    """
 
     def __init__(self, dim: int, kind: str, eps: float) -> None:
         super().__init__()
@@ -41,10 +57,19 @@ class Norm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if kind == "layernorm" else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if mask is None:
+            if self.kind == "layernorm":
+                return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        m = mask.to(x.dtype)
+        total = m.sum()
         if self.kind == "layernorm":
-            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
-        return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+            x = x - (x * m).sum(-1, keepdim=True) / total
+        y = x * torch.rsqrt((m * x * x).sum(-1, keepdim=True) / total + self.eps) * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y * m
 
 
 def rope_tables(seq_len: int, d_head: int, theta: float) -> tuple[Tensor, Tensor]:
@@ -80,11 +105,15 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, cfg.kv_width, bias=b)
         self.v_proj = nn.Linear(d, cfg.v_width, bias=b)
         self.o_proj = nn.Linear(cfg.o_width, d, bias=b)
+        self.register_buffer("head_mask", None)  # (n_heads, d_head_v) on head outputs, masked growth only
+        self.register_buffer("qk_mask", None)  # (d_head,) on query channels, masked growth only
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
         cfg = self.cfg
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, cfg.n_heads, cfg.d_head).transpose(1, 2)
+        if self.qk_mask is not None:
+            q = q * self.qk_mask.to(q.dtype)
         k = self.k_proj(x).view(B, T, cfg.n_kv_heads, cfg.d_head).transpose(1, 2)
         v = self.v_proj(x).view(B, T, cfg.n_kv_heads, cfg.d_head_v).transpose(1, 2)
         if rope is not None:
@@ -96,6 +125,8 @@ class Attention(nn.Module):
             dropout_p=cfg.dropout if self.training else 0.0,
             enable_gqa=cfg.n_kv_heads != cfg.n_heads,
         )
+        if self.head_mask is not None:
+            y = y * self.head_mask.to(y.dtype)[:, None, :]
         return self.o_proj(y.transpose(1, 2).reshape(B, T, cfg.o_width))
 
 
@@ -108,14 +139,22 @@ class MLP(nn.Module):
         self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias) if cfg.gated_mlp else None
         self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
         self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
+        self.register_buffer("ffn_mask", None)  # (d_ff,) on hidden units, masked growth only
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.act(self.gate(x)) * self.up(x) if self.gate is not None else self.act(self.up(x))
+        if self.ffn_mask is not None:
+            h = h * self.ffn_mask.to(h.dtype)
         return self.down(h)
 
 
 class Block(nn.Module):
-    """One transformer layer: pre-norm residual (gpt2, llama) or post-norm residual (bert)."""
+    """One transformer layer: pre-norm residual (gpt2, llama) or post-norm residual (bert).
+
+    ``width`` is the model's width mask (or None): norms are mask-weighted and, in pre-norm blocks,
+    each branch's output is masked before it joins the residual stream, so new channels stay 0.
+    A block added by masked growth has a ``layer_gate`` g and computes g·block(x) + (1−g)·x.
+    """
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -125,13 +164,25 @@ class Block(nn.Module):
         self.mlp_norm = Norm(cfg.d_model, cfg.norm, cfg.norm_eps)
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
+        self.register_buffer("layer_gate", None)  # scalar, only on blocks added by masked growth
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, width: Tensor | None = None) -> Tensor:
+        y = self._residual(x, rope, width)
+        if self.layer_gate is None:
+            return y
+        g = self.layer_gate.to(x.dtype)
+        return g * y + (1 - g) * x
+
+    def _residual(self, x: Tensor, rope: tuple[Tensor, Tensor] | None, width: Tensor | None) -> Tensor:
         if self.post_norm:
-            x = self.attn_norm(x + self.drop(self.attn(x, rope)))
-            return self.mlp_norm(x + self.drop(self.mlp(x)))
-        x = x + self.drop(self.attn(self.attn_norm(x), rope))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
+            x = self.attn_norm(x + self.drop(self.attn(x, rope)), width)
+            return self.mlp_norm(x + self.drop(self.mlp(x)), width)
+        if width is None:
+            x = x + self.drop(self.attn(self.attn_norm(x), rope))
+            return x + self.drop(self.mlp(self.mlp_norm(x)))
+        m = width.to(x.dtype)
+        x = x + m * self.drop(self.attn(self.attn_norm(x, width), rope))
+        return x + m * self.drop(self.mlp(self.mlp_norm(x, width)))
 
 
 class Transformer(nn.Module):
@@ -164,15 +215,22 @@ class Transformer(nn.Module):
         self.pooler = nn.Linear(d, d) if cfg.pooler else None
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
-        if cfg.positions == "rope":
-            cos, sin = rope_tables(cfg.max_seq_len, cfg.d_head, cfg.rope_theta)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("width_mask", None)  # (d_model,), masked growth of d_model only
+        self.register_buffer("rope_cos", None, persistent=False)
+        self.register_buffer("rope_sin", None, persistent=False)
+        self.reset_buffers()
         self.init_weights(seed)
         if cpu_rng is not None:
             torch.set_rng_state(cpu_rng)
 
     # -- initialisation --------------------------------------------------------------------------
+    def reset_buffers(self) -> None:
+        """(Re)compute the derived, non-persistent buffers: the RoPE tables (on the weights' device)."""
+        if self.cfg.positions == "rope":
+            device = self.tok_emb.weight.device
+            cos, sin = rope_tables(self.cfg.max_seq_len, self.cfg.d_head, self.cfg.rope_theta)
+            self.rope_cos, self.rope_sin = cos.to(device), sin.to(device)
+
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
         """GPT-2 init: N(0, init_std) for matrices and embeddings, residual outputs (o_proj, down)
@@ -206,14 +264,17 @@ class Transformer(nn.Module):
             x = x + (self.type_emb(token_type_ids) if token_type_ids is not None else self.type_emb.weight[0])
         elif token_type_ids is not None:
             raise GrowkitError(f"token_type_ids are a BERT input; arch {cfg.arch!r} has no token types")
+        width = self.width_mask
         if self.emb_norm is not None:
-            x = self.emb_norm(x)
+            x = self.emb_norm(x, width)
+        elif width is not None:
+            x = x * width.to(x.dtype)
         x = self.drop(x)
-        rope = (self.rope_cos, self.rope_sin) if cfg.positions == "rope" else None
+        rope = (self.rope_cos, self.rope_sin) if self.rope_cos is not None else None
         for block in self.blocks:
-            x = block(x, rope)
+            x = block(x, rope, width)
         if self.final_norm is not None:
-            x = self.final_norm(x)
+            x = self.final_norm(x, width)
         return x
 
     def forward(
@@ -221,7 +282,7 @@ class Transformer(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         h = self.hidden_states(tokens, token_type_ids)
         if self.mlm_dense is not None:
-            h = self.mlm_norm(_ACT[self.cfg.activation](self.mlm_dense(h)))
+            h = self.mlm_norm(_ACT[self.cfg.activation](self.mlm_dense(h)), self.width_mask)
         logits = self.lm_head(h)
         if targets is None:
             return logits, None
@@ -235,6 +296,22 @@ class Transformer(nn.Module):
         if self.pooler is None:
             raise GrowkitError("this model has no pooler: build it with TransformerConfig(pooler=True)")
         return torch.tanh(self.pooler(hidden[:, 0]))
+
+    # -- growth masks --------------------------------------------------------------------------
+    def masks(self) -> dict[str, Tensor]:
+        """The growth masks present, by buffer name (empty on a plain model)."""
+        return {n: b for n, b in self.named_buffers() if n.rsplit(".", 1)[-1] in MASK_NAMES}
+
+    def attach_masks(self, tensors: dict[str, Tensor]) -> None:
+        """Create the mask buffers named in ``tensors`` (e.g. a checkpoint's keys) with their values."""
+        modules = dict(self.named_modules())
+        for name, value in tensors.items():
+            owner, _, leaf = name.rpartition(".")
+            if leaf not in MASK_NAMES:
+                continue
+            if owner not in modules or leaf not in modules[owner]._buffers:
+                raise GrowkitError(f"{name} is not a mask slot of this model: the checkpoint is of another model")
+            setattr(modules[owner], leaf, value.detach().clone())
 
     # -- sizes ---------------------------------------------------------------------------------
     def num_params(self, exclude_embeddings: bool = False) -> int:

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from growkit.errors import GrowkitError
 from growkit.io import atomic_write_json
+from growkit.model import MASK_NAMES
 
 FORMAT_VERSION = 1
 LATEST = "latest.json"
@@ -45,7 +46,11 @@ class Checkpoint:
         return int(self.state["step"])
 
     def load_model(self, model: nn.Module) -> None:
+        """Load weights (and mid-ramp growth masks, which a freshly built model lacks) into ``model``."""
         try:
+            if hasattr(model, "attach_masks"):
+                with safe_open(str(self.path / "model.safetensors"), framework="pt") as f:
+                    model.attach_masks({k: f.get_tensor(k) for k in f.keys() if k.rsplit(".", 1)[-1] in MASK_NAMES})
             missing, unexpected = load_model(model, str(self.path / "model.safetensors"), strict=False)
         except (SafetensorError, RuntimeError, OSError) as e:
             raise _corrupt(self.path, e) from None

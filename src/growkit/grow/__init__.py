@@ -1,0 +1,78 @@
+"""Function-preserving growth: ``new_model, record = grow(model, GrowthSpec(...))``.
+
+The old model is left untouched. Dimensions are grown one after the other (each step preserves the
+function, so their composition does) on a `GrowthState` — the config plus a flat dict of tensors —
+and a fresh `Transformer` of the new config is built around the result. The `GrowthRecord` says, for
+every tensor of the new model, where each old entry went.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from growkit.errors import GrowkitError
+from growkit.grow.ffn import grow_d_ff
+from growkit.grow.masks import fold_masks, mask_level, ramp_masks
+from growkit.grow.spec import APPLICABLE, DIMENSIONS, METHODS, STRICT, GrowthSpec, check_applicable
+from growkit.grow.state import GrowthState
+from growkit.grow.verify import check_preserved
+from growkit.model import Transformer
+from growkit.record import GrowthRecord
+
+Operator = Callable[[GrowthState, int, int, str], None]
+#: dimension → operator(state, old_size, new_size, method). Filled by the dimension modules.
+OPERATORS: dict[str, Operator] = {"d_ff": grow_d_ff}
+
+__all__ = ["APPLICABLE", "DIMENSIONS", "METHODS", "STRICT", "GrowthRecord", "GrowthSpec", "check_preserved",
+           "fold_masks", "grow", "mask_level", "ramp_masks"]
+
+
+def grow(model: Transformer, spec: GrowthSpec | dict[str, Any]) -> tuple[Transformer, GrowthRecord]:
+    """Grow ``model`` to the sizes of ``spec``; returns the new model and its `GrowthRecord`."""
+    if isinstance(spec, dict):
+        spec = GrowthSpec.from_dict(spec)
+    if not isinstance(model, Transformer):
+        raise GrowkitError(f"grow() takes a growkit.Transformer, got {type(model).__name__}: convert Hugging Face "
+                           f"models with growkit.adapters.from_hf first")
+    cfg = model.cfg
+    changes = spec.changes(cfg)
+    for dim in changes:
+        check_applicable(dim, spec.method_for(dim))
+        if dim not in OPERATORS:
+            raise GrowkitError(f"growing {dim} is not implemented yet")
+    level = mask_level(model)
+    if level is not None and level < 1.0:
+        raise GrowkitError(f"the model still has growth masks at c = {level:g} from an earlier masked growth: ramp "
+                           f"them to 1 and fold them (gk.ramp_masks(model, 1.0); gk.fold_masks(model)) first")
+    param = next(model.parameters())
+    tensors = {n: t.detach() for n, t in model.state_dict(keep_vars=True).items()}
+    if cfg.tie_embeddings:
+        tensors.pop("lm_head.weight")
+    old_storage = {t.untyped_storage().data_ptr() for t in tensors.values()}
+    state = GrowthState(cfg, tensors, spec)
+    for dim in DIMENSIONS:
+        if dim in changes:
+            OPERATORS[dim](state, *changes[dim], spec.method_for(dim))
+    new = _build(state, model.training, old_storage)
+    return new.to(device=param.device), state.record
+
+
+def _build(state: GrowthState, training: bool, old_storage: set[int]) -> Transformer:
+    """A Transformer of ``state.cfg`` holding exactly ``state.tensors`` (never sharing the old storage)."""
+    state.cfg.validate()
+    with torch.device("meta"):
+        model = Transformer(state.cfg)
+    # tensors no operator rewrote are copied, so training the new model leaves the old one alone
+    tensors = {n: t.clone() if t.untyped_storage().data_ptr() in old_storage else t
+               for n, t in state.tensors.items()}
+    model.attach_masks(tensors)
+    if state.cfg.tie_embeddings:
+        tensors["lm_head.weight"] = tensors["tok_emb.weight"]
+    model.load_state_dict(tensors, strict=True, assign=True)
+    if state.cfg.tie_embeddings:
+        model.lm_head.weight = model.tok_emb.weight
+    model.reset_buffers()
+    return model.train(training)
