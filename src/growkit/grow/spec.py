@@ -82,7 +82,8 @@ class GrowthSpec:
             if isinstance(new, bool) or not isinstance(new, int):
                 raise GrowkitError(f"GrowthSpec.{dim} must be a whole number, got {new!r}")
             if new < old:
-                raise GrowkitError(f"cannot grow {dim} {old} → {new}: sizes only grow (leave {dim} unset to keep {old})")
+                raise GrowkitError(
+                    f"cannot grow {dim} {old} → {new}: sizes only grow (leave {dim} unset to keep {old})")
             if new > old:
                 out[dim] = (old, new)
         return out

@@ -50,7 +50,7 @@ class Checkpoint:
         try:
             if hasattr(model, "attach_masks"):
                 with safe_open(str(self.path / "model.safetensors"), framework="pt") as f:
-                    model.attach_masks({k: f.get_tensor(k) for k in f.keys() if k.rsplit(".", 1)[-1] in MASK_NAMES})
+                    model.attach_masks({k: f.get_tensor(k) for k in f.keys() if k.rsplit(".", 1)[-1] in MASK_NAMES})  # noqa: SIM118
             missing, unexpected = load_model(model, str(self.path / "model.safetensors"), strict=False)
         except (SafetensorError, RuntimeError, OSError) as e:
             raise _corrupt(self.path, e) from None
