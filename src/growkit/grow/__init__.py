@@ -14,17 +14,31 @@ from typing import Any
 import torch
 
 from growkit.errors import GrowkitError
+from growkit.grow.depth import grow_n_layers
 from growkit.grow.ffn import grow_d_ff
+from growkit.grow.head_dim import grow_d_head, grow_d_head_v
+from growkit.grow.heads import grow_n_heads
+from growkit.grow.length import grow_max_seq_len
 from growkit.grow.masks import fold_masks, mask_level, ramp_masks
 from growkit.grow.spec import APPLICABLE, DIMENSIONS, METHODS, STRICT, GrowthSpec, check_applicable
 from growkit.grow.state import GrowthState
 from growkit.grow.verify import check_preserved
+from growkit.grow.width import grow_d_model
 from growkit.model import Transformer
 from growkit.record import GrowthRecord
 
 Operator = Callable[[GrowthState, int, int, str], None]
-#: dimension → operator(state, old_size, new_size, method). Filled by the dimension modules.
-OPERATORS: dict[str, Operator] = {"d_ff": grow_d_ff}
+#: dimension → operator(state, old_size, new_size, method). n_heads' operator also grows n_kv_heads (the
+#: GQA grouping depends on both), reading the target from ``state.spec``.
+OPERATORS: dict[str, Operator] = {
+    "d_ff": grow_d_ff,
+    "n_heads": grow_n_heads,
+    "d_head": grow_d_head,
+    "d_head_v": grow_d_head_v,
+    "d_model": grow_d_model,
+    "n_layers": grow_n_layers,
+    "max_seq_len": grow_max_seq_len,
+}
 
 __all__ = ["APPLICABLE", "DIMENSIONS", "METHODS", "STRICT", "GrowthRecord", "GrowthSpec", "check_preserved",
            "fold_masks", "grow", "mask_level", "ramp_masks"]
@@ -41,8 +55,6 @@ def grow(model: Transformer, spec: GrowthSpec | dict[str, Any]) -> tuple[Transfo
     changes = spec.changes(cfg)
     for dim in changes:
         check_applicable(dim, spec.method_for(dim))
-        if dim not in OPERATORS:
-            raise GrowkitError(f"growing {dim} is not implemented yet")
     level = mask_level(model)
     if level is not None and level < 1.0:
         raise GrowkitError(f"the model still has growth masks at c = {level:g} from an earlier masked growth: ramp "
@@ -53,8 +65,10 @@ def grow(model: Transformer, spec: GrowthSpec | dict[str, Any]) -> tuple[Transfo
         tensors.pop("lm_head.weight")
     old_storage = {t.untyped_storage().data_ptr() for t in tensors.values()}
     state = GrowthState(cfg, tensors, spec)
+    if "n_kv_heads" in changes:
+        changes.setdefault("n_heads", (cfg.n_heads, cfg.n_heads))
     for dim in DIMENSIONS:
-        if dim in changes:
+        if dim in changes and dim in OPERATORS:
             OPERATORS[dim](state, *changes[dim], spec.method_for(dim))
     new = _build(state, model.training, old_storage)
     return new.to(device=param.device), state.record
