@@ -10,12 +10,12 @@ Note: ``gk.train`` is the function; the subpackage is reached as ``from growkit.
 
 from growkit.config import TransformerConfig
 from growkit.errors import GrowkitError
-from growkit.grow import GrowthSpec, check_preserved, fold_masks, grow, ramp_masks
+from growkit.grow import GrowthSpec, carry_optimizer_state, check_preserved, fold_masks, grow, ramp_masks
 from growkit.model import Transformer
 from growkit.record import GrowthRecord
 from growkit.train import RunConfig, Trainer
 from growkit.train import train as train  # the function shadows the subpackage attribute on purpose
 
 __all__ = ["GrowkitError", "GrowthRecord", "GrowthSpec", "RunConfig", "Trainer", "Transformer", "TransformerConfig",
-           "check_preserved", "fold_masks", "grow", "ramp_masks", "train"]
+           "carry_optimizer_state", "check_preserved", "fold_masks", "grow", "ramp_masks", "train"]
 __version__ = "0.1.0"

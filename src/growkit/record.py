@@ -74,6 +74,8 @@ class GrowthRecord:
     """Maps of every tensor of the grown model (parameters and mask buffers), by its new name."""
 
     maps: dict[str, TensorMap] = field(default_factory=dict)
+    old_param_names: dict[int, str] = field(default_factory=dict, repr=False)
+    """``id(parameter) → name`` for the grown-from model, so an optimizer over it can be carried."""
 
     def __getitem__(self, name: str) -> TensorMap:
         return self.maps[name]

@@ -20,6 +20,7 @@ from growkit.grow.head_dim import grow_d_head, grow_d_head_v
 from growkit.grow.heads import grow_n_heads
 from growkit.grow.length import grow_max_seq_len
 from growkit.grow.masks import fold_masks, mask_level, ramp_masks
+from growkit.grow.optim_state import carry_optimizer_state
 from growkit.grow.spec import APPLICABLE, DIMENSIONS, METHODS, STRICT, GrowthSpec, check_applicable
 from growkit.grow.state import GrowthState
 from growkit.grow.verify import check_preserved
@@ -40,7 +41,8 @@ OPERATORS: dict[str, Operator] = {
     "max_seq_len": grow_max_seq_len,
 }
 
-__all__ = ["APPLICABLE", "DIMENSIONS", "METHODS", "STRICT", "GrowthRecord", "GrowthSpec", "check_preserved",
+__all__ = ["APPLICABLE", "DIMENSIONS", "METHODS", "STRICT", "GrowthRecord", "GrowthSpec", "carry_optimizer_state",
+           "check_preserved",
            "fold_masks", "grow", "mask_level", "ramp_masks"]
 
 
@@ -65,6 +67,7 @@ def grow(model: Transformer, spec: GrowthSpec | dict[str, Any]) -> tuple[Transfo
         tensors.pop("lm_head.weight")
     old_storage = {t.untyped_storage().data_ptr() for t in tensors.values()}
     state = GrowthState(cfg, tensors, spec)
+    state.record.old_param_names = {id(p): n for n, p in model.named_parameters()}
     if "n_kv_heads" in changes:
         changes.setdefault("n_heads", (cfg.n_heads, cfg.n_heads))
     for dim in DIMENSIONS:
