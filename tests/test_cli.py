@@ -54,6 +54,19 @@ def test_resume_continues_a_run(tmp_path: Path) -> None:
     assert steps == [0, 3, 6]
 
 
+def test_grow_a_checkpoint_and_print_the_matrix(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert growkit("train", *TINY, "--set", "train.max_steps=2", "--set", f"run.dir={run}").returncode == 0
+    out = growkit("grow", "--from", str(run), "--to", "d_ff=200", "--to", "n_layers=2", "--method", "zero",
+                  "--out", str(tmp_path / "grown"))
+    assert out.returncode == 0, out.stderr
+    assert "d_ff: 128 → 200" in out.stdout and "n_layers: 1 → 2" in out.stdout
+    err = float(out.stdout.split("max |Δlogits| (float64): ")[1].split()[0])
+    assert err < 1e-9
+    matrix = growkit("grow", "--matrix")
+    assert matrix.returncode == 0 and "| d_ff | split | preserved | preserved | preserved |" in matrix.stdout
+
+
 @pytest.mark.parametrize(("args", "phrase"), [
     (["train", "--set", "train.bogus=1"], "unknown key(s) in [train]: bogus"),
     (["train", "--set", "model.n_heads=3", "--set", "model.n_kv_heads=2", "--set", "model.arch='llama'"],
@@ -62,6 +75,8 @@ def test_resume_continues_a_run(tmp_path: Path) -> None:
     (["train", "--set", "data.path='/no/such/corpus'"], "does not exist"),
     (["train", "--resume", "--set", "run.dir=empty"], "nothing to resume"),
     (["plot", "not-a-run"], "has no metrics.jsonl"),
+    (["grow", "--from", "nowhere", "--to", "d_ff=10", "--out", "x"], "no checkpoint in nowhere"),
+    (["grow", "--to", "d_ff"], "needs --from CKPT"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], phrase: str) -> None:
     out = growkit(*args, cwd=tmp_path)

@@ -1,4 +1,4 @@
-"""The ``growkit`` command: ``growkit train | plot``.
+"""The ``growkit`` command: ``growkit train | grow | plot``.
 
 Errors growkit raises on purpose (`GrowkitError`) are printed as one line, ``growkit: error: ...``,
 with exit status 2 and no traceback; anything else is a bug and keeps its traceback.
@@ -26,6 +26,53 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise GrowkitError(f"cannot read {what} {item!r}: write it as name=value, e.g. d_model=512")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _cmd_grow(args: argparse.Namespace) -> int:
+    from growkit.grow.spec import GrowthSpec
+
+    if args.matrix:
+        from growkit.grow.matrix import format_matrix, growth_matrix
+
+        cells = growth_matrix()
+        print(format_matrix(cells))
+        print("\nrefused, and why:")
+        for c in cells:
+            if c.status == "refused":
+                print(f"- {c.arch} {c.dim} {c.method}: {c.reason}")
+        return 0
+    if not (args.source and args.out and args.to):
+        raise GrowkitError("growkit grow needs --from CKPT, --out DIR and at least one --to dim=size (or --matrix)")
+    sizes = {}
+    for dim, value in _parse_pairs(args.to, "--to").items():
+        if not value.isdigit():
+            raise GrowkitError(f"--to {dim}={value}: the size must be a whole number")
+        sizes[dim] = int(value)
+    methods = _parse_pairs([m for m in args.method if "=" in m], "--method")
+    plain = [m for m in args.method if "=" not in m]
+    default = plain[-1] if plain else "masked"
+    method: str | dict[str, str] = {**methods, "*": default} if methods else default
+    spec = GrowthSpec.from_dict({**sizes, "method": method, "depth_placement": args.placement})
+    from growkit.train.grow_checkpoint import grow_checkpoint
+
+    result = grow_checkpoint(Path(args.source), spec, Path(args.out))
+    changed = {k: (v, result["new"][k]) for k, v in result["old"].items() if result["new"][k] != v}
+    for k, (a, b) in changed.items():
+        print(f"{k}: {a} → {b}")
+    print(f"parameters: {result['params'][0]:,} → {result['params'][1]:,}")
+    print(f"max |Δlogits| (float64): {result['max_abs_dlogits']:.3e}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from growkit.train.plots import plot_runs
 
@@ -46,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in run.dir from its latest checkpoint")
     p.add_argument("--resume-from", metavar="CKPT_DIR", help="continue from this checkpoint directory")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("grow", help="grow a checkpoint (model + optimizer state), or print the growth matrix")
+    p.add_argument("--from", dest="source", metavar="CKPT", help="a checkpoint dir, or a run dir (its latest)")
+    p.add_argument("--to", action="append", default=[], metavar="DIM=SIZE", help="target size, e.g. d_model=512")
+    p.add_argument("--method", action="append", default=[], metavar="NAME|DIM=NAME",
+                   help="growth method for all dimensions (masked, zero, copy, split, stack, interpolate) or one "
+                        "dimension, e.g. --method n_layers=stack --method masked")
+    p.add_argument("--placement", default="top", help="where new layers go: top, bottom, interleave, middle")
+    p.add_argument("--out", metavar="DIR", help="the new checkpoint directory (must not exist)")
+    p.add_argument("--matrix", action="store_true",
+                   help="print which arch × dimension × method preserves the function, approximates or is refused")
+    p.set_defaults(func=_cmd_grow)
 
     p = sub.add_parser("plot", help="plot val loss vs FLOPs and vs wall-clock for one or more runs")
     p.add_argument("runs", nargs="+", help="run directories (each holds metrics.jsonl)")

@@ -87,16 +87,12 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, fla
                 optimizer.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in entry.items()}
 
 
-def save_checkpoint(
-    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int = 2
-) -> Path:
-    """Write ``checkpoints/step_N`` atomically, point ``latest.json`` at it, keep the newest ``keep``."""
-    ckpt_root = run_dir / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"step_{state['step']:08d}"
-    tmp = ckpt_root / f".tmp-{final.name}-{os.getpid()}"
+def write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+    """Write one checkpoint directory at ``path``: under a temporary name, fsynced, then renamed into
+    place. An existing checkpoint at ``path`` is moved aside first and deleted only afterwards."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
     save_file({k: v.contiguous() for k, v in optimizer_state_by_name(optimizer, model).items()},
               str(tmp / "optimizer.safetensors"))
@@ -104,9 +100,21 @@ def save_checkpoint(
     atomic_write_json(tmp / "state.json", {"format_version": FORMAT_VERSION, **state})
     for f in tmp.iterdir():
         _fsync(f)
-    if final.exists():  # re-saving the same step (e.g. resumed then stopped at once): replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    trash = path.with_name(f".old-{path.name}-{os.getpid()}")
+    if path.exists():
+        os.replace(path, trash)
+    os.replace(tmp, path)
+    shutil.rmtree(trash, ignore_errors=True)
+    return path
+
+
+def save_checkpoint(
+    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int = 2
+) -> Path:
+    """Write ``checkpoints/step_N`` atomically, point ``latest.json`` at it, keep the newest ``keep``."""
+    ckpt_root = run_dir / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = write_checkpoint(ckpt_root / f"step_{state['step']:08d}", model, optimizer, state)
     atomic_write_json(ckpt_root / LATEST, {"step": state["step"], "path": final.name})
     older = sorted(p for p in ckpt_root.glob("step_*") if p != final)
     for old in older[: max(len(older) - (keep - 1), 0)]:

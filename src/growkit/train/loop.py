@@ -75,7 +75,7 @@ class Trainer:
         self.state = TrainState()
         if checkpoint is not None:
             self._restore(checkpoint)
-        else:
+        if not (self.run_dir / "config.json").exists():
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
         self.batches = self._batches("train", cfg.micro_batch_size, t.seed)
         self.eval_set = self._batches("val", cfg.micro_batch_size, t.seed + 1).eval_batches(cfg.run.eval_batches)
@@ -247,14 +247,13 @@ def _pick_device(name: str) -> str:
 
 def _prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> Path | None:
     """Create or check the run dir; returns the checkpoint to resume from, if any."""
+    found = None
     if resume:
         source = run_dir if resume is True else Path(resume)
         found = find_checkpoint(source)
         if found is None:
             raise GrowkitError(f"nothing to resume in {source}: it holds no checkpoint; start the run without --resume")
-        return found
-    existing = find_checkpoint(run_dir) if run_dir.exists() else None
-    if existing is not None or (run_dir / METRICS_FILE).exists():
+    elif (run_dir.exists() and find_checkpoint(run_dir) is not None) or (run_dir / METRICS_FILE).exists():
         raise GrowkitError(f"run dir {run_dir} already holds a run: pass --resume to continue it, or set "
                            f"run.dir to a new directory (nothing was changed)")
     try:
@@ -265,7 +264,7 @@ def _prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> Path | None:
     except OSError as e:
         raise GrowkitError(f"run.dir {str(run_dir)!r} is not writable ({e.strerror}): choose a directory you "
                            f"can write, e.g. --set run.dir=runs/my-run") from None
-    return None
+    return found
 
 
 def _truncate_records(path: Path, step: int) -> None:

@@ -1,0 +1,49 @@
+"""Grow a saved checkpoint: ``growkit grow --from CKPT --to d_model=512 --method zero --out CKPT2``.
+
+The model is grown with `growkit.grow`, its AdamW state carried with `carry_optimizer_state`, and the
+result written as a checkpoint of the same format, so a run can continue from it
+(``growkit train --config BIG.toml --resume-from CKPT2``, with BIG.toml describing the grown model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from growkit.config import TransformerConfig
+from growkit.errors import GrowkitError
+from growkit.grow import GrowthSpec, carry_optimizer_state, check_preserved, grow
+from growkit.model import Transformer
+from growkit.train.checkpoint import read_checkpoint, write_checkpoint
+from growkit.train.config import RunConfig, TrainConfig
+from growkit.train.loop import build_optimizer
+
+
+def grow_checkpoint(source: Path, spec: GrowthSpec, out: Path) -> dict[str, Any]:
+    """Grow the checkpoint at ``source`` (a checkpoint dir or a run dir) into a new checkpoint ``out``.
+
+    Returns the old and new configs and the max |Δlogits| of the growth on a fixed random batch.
+    """
+    if out.exists():
+        raise GrowkitError(f"{out} already exists: choose a new --out (nothing was overwritten)")
+    ckpt = read_checkpoint(source)
+    cfg = TransformerConfig.from_dict(ckpt.state["model_config"], where="checkpoint model_config")
+    model = Transformer(cfg)
+    ckpt.load_model(model)
+    run_cfg = ckpt.state.get("run_config")
+    train_cfg = RunConfig.from_dict(run_cfg).train if run_cfg else TrainConfig(max_steps=1)
+    optimizer = build_optimizer(model, train_cfg)
+    ckpt.load_optimizer(optimizer, model)
+    new, record = grow(model, spec)
+    new_optimizer = carry_optimizer_state(optimizer, new, record)
+    tokens = torch.randint(0, cfg.vocab_size, (2, min(cfg.max_seq_len, 64)), generator=torch.Generator().manual_seed(0))
+    err = check_preserved(model, new, tokens)
+    growths = [*ckpt.state.get("growths", []), {"step": ckpt.step, "spec": spec.to_dict(), "max_abs_dlogits": err}]
+    state = {**ckpt.state, "model_config": new.cfg.to_dict(), "growths": growths}
+    state.pop("format_version", None)
+    torch.set_rng_state(ckpt.rng_state())
+    write_checkpoint(out, new, new_optimizer, state)
+    return {"old": cfg.to_dict(), "new": new.cfg.to_dict(), "max_abs_dlogits": err,
+            "params": (model.num_params(), new.num_params())}
