@@ -57,10 +57,10 @@ def test_resume_continues_a_run(tmp_path: Path) -> None:
 def test_grow_a_checkpoint_and_print_the_matrix(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert growkit("train", *TINY, "--set", "train.max_steps=2", "--set", f"run.dir={run}").returncode == 0
-    out = growkit("grow", "--from", str(run), "--to", "d_ff=200", "--to", "n_layers=2", "--method", "zero",
+    out = growkit("grow", "--from", str(run), "--to", "d_ff=600", "--to", "n_layers=2", "--method", "zero",
                   "--out", str(tmp_path / "grown"))
     assert out.returncode == 0, out.stderr
-    assert "d_ff: 128 → 200" in out.stdout and "n_layers: 1 → 2" in out.stdout
+    assert "d_ff: 512 → 600" in out.stdout and "n_layers: 1 → 2" in out.stdout
     err = float(out.stdout.split("max |Δlogits| (float64): ")[1].split()[0])
     assert err < 1e-9
     matrix = growkit("grow", "--matrix")
