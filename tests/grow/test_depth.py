@@ -192,6 +192,18 @@ def test_composed_with_d_ff_growth(arch: str) -> None:
     assert not new.masks() and torch.equal(new(x)[0], logits)
 
 
+def test_composed_with_width_and_heads_growth(arch: str) -> None:
+    """Fresh blocks take the shapes the earlier dimensions left (d_model, heads) and carry all-ones head
+    masks; the model-level width mask is untouched by depth."""
+    old = tiny_model(arch)
+    heads = 6 if arch == "llama" else 3
+    new, record = gk.grow(old, gk.GrowthSpec(n_layers=5, d_model=26, n_heads=heads, method="masked"))
+    assert new.width_mask.shape == (26,) and int((new.width_mask == 0).sum()) == 6
+    for block in new.blocks[3:]:
+        assert block.attn.q_proj.weight.shape[1] == 26 and bool((block.attn.head_mask == 1).all())
+    assert garbage_preserves(old, new, record, keep_zeros=False) < TOL64
+
+
 def test_growth_twice_with_fold_between(arch: str) -> None:
     old = tiny_model(arch)
     mid, record = gk.grow(old, gk.GrowthSpec(n_layers=5, method="masked", depth_placement="interleave"))
@@ -230,6 +242,23 @@ def test_record_of_fresh_layers(arch: str, method: str) -> None:
         else:
             assert record[name].source == f"blocks.{positions.index(int(layer))}.{rest}"
             assert record[name].is_identity()
+
+
+@pytest.mark.parametrize("method", ["masked", "stack"])
+def test_optimizer_moments_follow_renumbered_and_copied_layers(method: str) -> None:
+    old = tiny_model("gpt2")
+    opt = torch.optim.AdamW(old.parameters(), lr=1e-3)
+    x = tokens(old, seed=2)
+    old(x, x)[1].backward()
+    opt.step()
+    placement = "interleave" if method == "masked" else "top"
+    new, record = gk.grow(old, gk.GrowthSpec(n_layers=6, method=method, depth_placement=placement))
+    new_opt = gk.carry_optimizer_state(opt, new, record)
+    sources = stack_sources(3, 6) if method == "stack" else [0, None, 1, None, 2, None]
+    for j, src in enumerate(sources):
+        if src is not None:
+            moved = new_opt.state[new.blocks[j].mlp.up.weight]["exp_avg"]
+            assert torch.equal(moved, opt.state[old.blocks[src].mlp.up.weight]["exp_avg"]), j
 
 
 @pytest.mark.parametrize("method", ["masked", "stack"])
