@@ -114,6 +114,10 @@ def gqa_layout(n: int, m: int, n_new: int, m_new: int, copy_q: bool, copy_kv: bo
     return q_src, kv_src
 
 
+def _is_identity(src: Tensor, units: int) -> bool:
+    return len(src) == units and bool((src == torch.arange(units)).all())
+
+
 def _kv_target(state: GrowthState, new: int) -> int:
     """n̂_kv: ``spec.n_kv_heads`` (None: unchanged) for llama; always n̂_heads for gpt2/bert (no GQA)."""
     cfg, target = state.cfg, state.spec.n_kv_heads
@@ -154,8 +158,10 @@ def grow_n_heads(state: GrowthState, old: int, new: int, method: str) -> None:
                  ("k_proj.weight", 0, kv_src, kv_old, dh, kv_pad), ("k_proj.bias", 0, kv_src, kv_old, dh, kv_pad),
                  ("v_proj.weight", 0, kv_src, kv_old, dv, kv_pad), ("v_proj.bias", 0, kv_src, kv_old, dv, kv_pad)]
         for name, axis, src, units, width, fresh in edits:
-            if p + name in state.tensors:
+            if p + name in state.tensors and not _is_identity(src, units):
                 state.expand(p + name, axis, axis_index(src, units, Slot(p + name, axis, 1, width)), fresh)
+        if _is_identity(q_src, old):
+            continue  # only KV heads were duplicated (4q/2kv → 4q/4kv): queries, outputs, masks unchanged
         o_slot = Slot(p + "o_proj.weight", 1, 1, dv)
         o_ix = axis_index(q_src, old, o_slot)
         if method == "split":
