@@ -69,7 +69,8 @@ class GrowthState:
     def scale_axis(self, name: str, axis: int, factor: Tensor | float) -> Tensor:
         """Multiply tensor ``name`` along ``axis`` by ``factor`` (a number or a vector); recorded."""
         t = self.tensors[name]
-        factor = torch.full((t.shape[axis],), float(factor)) if not isinstance(factor, Tensor) else factor
+        if not isinstance(factor, Tensor):
+            factor = torch.full((t.shape[axis],), float(factor), dtype=torch.float64)
         view = [1] * t.ndim
         view[axis] = -1
         self.tensors[name] = t * factor.to(t.dtype).view(view)

@@ -27,6 +27,7 @@ from typing import Any
 
 from growkit.config import TransformerConfig
 from growkit.errors import GrowkitError
+from growkit.train.growth import GrowthStage, parse_stages
 
 
 @dataclass
@@ -36,6 +37,9 @@ class DataConfig:
     path: str | None = None
     """A text file or a folder of .txt/.md files; default: the bundled Shakespeare corpus."""
     seq_len: int = 128
+    """Sequence length of evaluation, and of training unless a growth schedule says otherwise."""
+    start_seq_len: int | None = None
+    """Training sequence length before the first ``[[growth]]`` stage that sets ``seq_len`` (CompoundGrow)."""
     val_fraction: float = 0.05
     cache_dir: str | None = None
     """Where token ids are cached; default ``$GROWKIT_CACHE`` or ``~/.cache/growkit``."""
@@ -112,6 +116,9 @@ class RunConfig:
                 f"raise model.max_seq_len or lower data.seq_len")
         return TransformerConfig.from_dict(d)
 
+    def stages(self) -> list[GrowthStage]:
+        return parse_stages(self.growth)
+
     @property
     def micro_batch_size(self) -> int:
         return self.train.micro_batch_size or self.train.batch_size
@@ -134,7 +141,8 @@ class RunConfig:
             raise GrowkitError("the run has no length: set train.max_steps, train.max_tokens or train.max_flops")
         _positive(train_max_steps=t.max_steps, train_max_tokens=t.max_tokens, train_max_flops=t.max_flops,
                   train_batch_size=t.batch_size, train_micro_batch_size=t.micro_batch_size, train_lr=t.lr,
-                  data_seq_len=dt.seq_len, run_eval_every=r.eval_every, run_eval_batches=r.eval_batches,
+                  data_seq_len=dt.seq_len, data_start_seq_len=dt.start_seq_len,
+                  run_eval_every=r.eval_every, run_eval_batches=r.eval_batches,
                   run_log_every=r.log_every, run_ckpt_every=r.ckpt_every, run_keep_checkpoints=r.keep_checkpoints)
         if t.batch_size % self.micro_batch_size:
             raise GrowkitError(f"train.batch_size {t.batch_size} is not a multiple of train.micro_batch_size "
@@ -147,8 +155,7 @@ class RunConfig:
             raise GrowkitError(f"data.mlm_prob must be between 0 and 1, got {dt.mlm_prob}")
         if t.warmup_steps < 0:
             raise GrowkitError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
-        if self.growth:
-            raise GrowkitError("[[growth]] stages are not supported yet: remove them to train at a fixed size")
+        self.stages()  # parses and checks every [[growth]] stage
         if self.sparsity:
             raise GrowkitError("[sparsity] is not supported yet: remove it to train dense")
         return self

@@ -22,14 +22,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from growkit.config import TransformerConfig
 from growkit.data import CausalBatches, MLMBatches, load_tokenizer, prepare_data
 from growkit.errors import GrowkitError
+from growkit.grow import carry_optimizer_state, fold_masks, grow, ramp_masks
 from growkit.io import atomic_write_json, atomic_write_text
 from growkit.model import Transformer
 from growkit.train.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
 from growkit.train.config import RunConfig, TrainConfig
-from growkit.train.metrics import METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
-from growkit.train.schedule import learning_rate, progress
+from growkit.train.growth import GrowthStage, ramp_value
+from growkit.train.metrics import EVENTS_FILE, METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
+from growkit.train.schedule import progress, scheduled_lr
 
 
 @dataclass
@@ -40,6 +43,18 @@ class TrainState:
     tokens: int = 0
     flops: float = 0.0
     time_s: float = 0.0
+    stages_done: int = 0
+    """Growth stages applied so far."""
+    seq_len: int | None = None
+    """Current training sequence length (None: data.start_seq_len or data.seq_len)."""
+    ramp_start: int | None = None
+    """Step at which the running mask ramp began (None: no ramp running)."""
+    ramp_steps: int = 0
+    lr_policy: str = "continue"
+    lr_anchor: int | None = None
+    """Step of the last growth, where its LR policy is anchored."""
+    lr_anchor_progress: float = 0.0
+    lr_warmup_steps: int = 0
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -69,6 +84,9 @@ class Trainer:
         if self.model_cfg.arch == "bert" and self.tokenizer.mask_id is None:
             raise GrowkitError(f"tokenizer {cfg.data.tokenizer!r} has no mask token, which BERT's masked-LM "
                                f"needs: use data.tokenizer = 'bpe' or 'byte'")
+        self.initial_model_cfg = self.model_cfg
+        self.stages = cfg.stages()
+        _check_stage_lengths(self.model_cfg, self.stages, cfg.data.start_seq_len)
         torch.manual_seed(t.seed)
         self.model = Transformer(self.model_cfg, seed=t.seed).to(self.device)
         self.optimizer = build_optimizer(self.model, t)
@@ -77,28 +95,39 @@ class Trainer:
             self._restore(checkpoint)
         if not (self.run_dir / "config.json").exists():
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
-        self.batches = self._batches("train", cfg.micro_batch_size, t.seed)
-        self.eval_set = self._batches("val", cfg.micro_batch_size, t.seed + 1).eval_batches(cfg.run.eval_batches)
+        self.batches = self._batches("train", self.seq_len, t.seed)
+        self.eval_set = self._batches("val", cfg.data.seq_len, t.seed + 1).eval_batches(cfg.run.eval_batches)
         self.autocast = t.dtype == "bfloat16"
 
     # -- pieces --------------------------------------------------------------------------------
-    def _batches(self, split: str, batch_size: int, seed: int) -> CausalBatches | MLMBatches:
-        seq_len = self.cfg.data.seq_len
+    @property
+    def seq_len(self) -> int:
+        """The training sequence length now (input-length growth changes it)."""
+        return self.state.seq_len or self.cfg.data.start_seq_len or self.cfg.data.seq_len
+
+    def _batches(self, split: str, seq_len: int, seed: int) -> CausalBatches | MLMBatches:
+        batch_size = self.cfg.micro_batch_size
         if self.model_cfg.causal:
             return self.data.causal_batches(split, batch_size, seq_len, seed)
         return self.data.mlm_batches(split, batch_size, seq_len, seed, mask_prob=self.cfg.data.mlm_prob)
 
     def _restore(self, path: Path) -> None:
+        """Continue from a checkpoint; after growth stages it holds the grown model, which is rebuilt."""
         ckpt = read_checkpoint(path)
-        saved = ckpt.state.get("model_config")
-        if saved != self.model_cfg.to_dict():
-            raise GrowkitError(f"checkpoint {ckpt.path} holds a different model ({saved}) than the config builds "
+        grown = ckpt.state.get("stages_done", 0) > 0
+        start = ckpt.state.get("initial_model_config") if grown else ckpt.state.get("model_config")
+        if start != self.model_cfg.to_dict():
+            raise GrowkitError(f"checkpoint {ckpt.path} holds a different model ({start}) than the config builds "
                                f"({self.model_cfg.to_dict()}): resume with the config the run was started with")
+        if grown:
+            self.model_cfg = TransformerConfig.from_dict(ckpt.state["model_config"], where="checkpoint model_config")
+            self.model = Transformer(self.model_cfg).to(self.device)
+            self.optimizer = build_optimizer(self.model, self.cfg.train)
         ckpt.load_model(self.model)
         ckpt.load_optimizer(self.optimizer, self.model)
         torch.set_rng_state(ckpt.rng_state())
         self.state = TrainState(**{k: ckpt.state[k] for k in asdict(TrainState())})
-        for name in (METRICS_FILE, TRAIN_LOG_FILE):  # drop records the resumed run will write again
+        for name in (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE):  # drop records the resumed run will write again
             _truncate_records(self.run_dir / name, self.state.step)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -106,11 +135,12 @@ class Trainer:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.cfg.train.batch_size * self.cfg.data.seq_len
+        return self.cfg.train.batch_size * self.seq_len
 
     @property
     def flops_per_token(self) -> float:
-        return self.model.flops_per_token(self.cfg.data.seq_len)
+        """At the current size and training sequence length: it changes at every growth."""
+        return self.model.flops_per_token(self.seq_len)
 
     def progress(self) -> float:
         s = self.state
@@ -127,7 +157,9 @@ class Trainer:
     def train_step(self) -> float:
         """One optimizer step; returns the mean training loss over its micro-batches."""
         self.model.train()
-        lr = learning_rate(self.cfg.train, self.state.step, self.progress())
+        s = self.state
+        lr = scheduled_lr(self.cfg.train, s.step, self.progress(), s.lr_policy, s.lr_anchor, s.lr_anchor_progress,
+                          s.lr_warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         accum = self.cfg.grad_accum
@@ -145,7 +177,67 @@ class Trainer:
         self.state.step += 1
         self.state.tokens += self.tokens_per_step
         self.state.flops += self.flops_per_token * self.tokens_per_step
+        self._advance_ramp()
         return total / accum
+
+    # -- growth --------------------------------------------------------------------------------
+    def _advance_ramp(self) -> None:
+        """Move the masks of a running ramp (once per optimizer step); fold them when they reach 1."""
+        s = self.state
+        if s.ramp_start is None:
+            return
+        c = ramp_value(s.step, s.ramp_start, s.ramp_steps)
+        ramp_masks(self.model, c)
+        if c >= 1.0:
+            fold_masks(self.model)
+            s.ramp_start = None
+
+    def grow_due_stages(self) -> list[dict[str, Any]]:
+        """Apply every growth stage that is due at the current counters; returns their event records."""
+        events = []
+        s = self.state
+        while s.stages_done < len(self.stages) and self.stages[s.stages_done].due(s.step, s.tokens, s.flops):
+            events.append(self._apply_stage(self.stages[s.stages_done]))
+        return events
+
+    def _apply_stage(self, stage: GrowthStage) -> dict[str, Any]:
+        """Grow the model (and/or the training length), carry the optimizer, set the ramp and LR policy.
+
+        The loss on a fixed probe batch (the first validation batch) just before and just after is
+        recorded: for a strict method at c = 0 the jump is rounding error."""
+        s = self.state
+        before = self._probe_loss()
+        params_before = self.model.num_params()
+        if s.ramp_start is not None:  # a new stage before the last ramp ended: finish it first
+            s.ramp_start, s.ramp_steps = s.step, 0
+            self._advance_ramp()
+        spec = stage.spec()
+        if spec.changes(self.model.cfg):
+            new, record = grow(self.model, spec)
+            self.optimizer = carry_optimizer_state(self.optimizer, new, record)
+            self.model, self.model_cfg = new.to(self.device), new.cfg
+            if self.model.masks():
+                s.ramp_start, s.ramp_steps = s.step, stage.ramp_steps
+                self._advance_ramp()  # ramp_steps 0: fold at once
+        if stage.seq_len:
+            s.seq_len = stage.seq_len
+            self.batches = self._batches("train", self.seq_len, self.cfg.train.seed)
+        if stage.lr != "continue":
+            s.lr_policy, s.lr_anchor, s.lr_anchor_progress = stage.lr, s.step, self.progress()
+            s.lr_warmup_steps = stage.lr_warmup_steps
+        s.stages_done += 1
+        after = self._probe_loss()
+        return {**self._counters(), "event": "growth", "stage": s.stages_done, "grow": stage.grow,
+                "seq_len": self.seq_len, "params_before": params_before, "params_after": self.model.num_params(),
+                "probe_loss_before": before, "probe_loss_after": after, "loss_jump": after - before}
+
+    @torch.no_grad()
+    def _probe_loss(self) -> float:
+        self.model.eval()
+        x, y = self.eval_set[0]
+        with self._autocast():
+            _, loss = self.model(x.to(self.device), y.to(self.device))
+        return loss.item()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float | None]:
@@ -161,7 +253,8 @@ class Trainer:
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "val_bpb": bpb}
 
     def save(self) -> Path:
-        state = {**asdict(self.state), "model_config": self.model_cfg.to_dict(), "run_config": self.cfg.to_dict()}
+        state = {**asdict(self.state), "model_config": self.model_cfg.to_dict(),
+                 "initial_model_config": self.initial_model_cfg.to_dict(), "run_config": self.cfg.to_dict()}
         return save_checkpoint(self.run_dir, self.model, self.optimizer, state, keep=self.cfg.run.keep_checkpoints)
 
     # -- the run -------------------------------------------------------------------------------
@@ -184,6 +277,11 @@ class Trainer:
             if self.state.step == 0:  # where the run starts, for the plots and the "loss fell" check
                 eval_record = self._eval_and_log(logger, bar, train_loss=None)
             while self.progress() < 1.0:
+                for event in self.grow_due_stages():
+                    logger.log_event(event)
+                    bar.write(f"step {event['step']:>6} | growth stage {event['stage']}: {event['grow']} "
+                              f"seq_len {event['seq_len']} | params {event['params_before']:,} → "
+                              f"{event['params_after']:,} | probe loss jump {event['loss_jump']:+.2e}")
                 train_loss = self.train_step()
                 self.state.time_s = base_time + time.perf_counter() - started
                 s = self.state
@@ -265,6 +363,19 @@ def _prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> Path | None:
         raise GrowkitError(f"run.dir {str(run_dir)!r} is not writable ({e.strerror}): choose a directory you "
                            f"can write, e.g. --set run.dir=runs/my-run") from None
     return found
+
+
+def _check_stage_lengths(cfg: TransformerConfig, stages: list[GrowthStage], start_seq_len: int | None) -> None:
+    """Every training length must fit the model's max_seq_len at that point of the schedule."""
+    max_len = cfg.max_seq_len
+    lengths = [("data.start_seq_len", start_seq_len)]
+    for i, stage in enumerate(stages):
+        max_len = stage.spec().max_seq_len or max_len
+        lengths.append((f"[[growth]] stage {i + 1} seq_len", stage.seq_len))
+        for where, n in lengths:
+            if n is not None and n > max_len:
+                raise GrowkitError(f"{where} = {n} exceeds the model's max_seq_len {max_len}: raise model.max_seq_len "
+                                   f"or grow it (grow = {{ max_seq_len = {n} }}) before that stage")
 
 
 def _truncate_records(path: Path, step: int) -> None:

@@ -1,5 +1,5 @@
 """Run logs: ``metrics.jsonl`` (one record per evaluation), ``train.jsonl`` (one per ``log_every``
-steps), and TensorBoard events when the ``tensorboard`` package is installed.
+steps), ``events.jsonl`` (one per growth stage), and TensorBoard events when the ``tensorboard`` package is installed.
 
 Every record carries ``step``, ``tokens``, ``flops`` (cumulative training FLOPs) and ``time_s``
 (cumulative wall-clock of the run, across resumes), so runs of different sizes compare on any axis.
@@ -14,6 +14,7 @@ from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_LOG_FILE = "train.jsonl"
+EVENTS_FILE = "events.jsonl"
 
 
 class MetricsLogger:
@@ -22,7 +23,7 @@ class MetricsLogger:
 
     def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
         self.run_dir = run_dir
-        self._files = {name: open(run_dir / name, "a") for name in (METRICS_FILE, TRAIN_LOG_FILE)}  # noqa: SIM115
+        self._files = {name: open(run_dir / name, "a") for name in (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE)}  # noqa: SIM115
         self._tb = None
         if tensorboard:
             try:
@@ -37,6 +38,10 @@ class MetricsLogger:
 
     def log_train(self, record: dict[str, Any]) -> None:
         self._write(TRAIN_LOG_FILE, record, "train")
+
+    def log_event(self, record: dict[str, Any]) -> None:
+        """A growth event (sizes, probe loss before/after) in ``events.jsonl``."""
+        self._write(EVENTS_FILE, record, "growth")
 
     def _write(self, name: str, record: dict[str, Any], prefix: str) -> None:
         f = self._files[name]

@@ -31,3 +31,21 @@ def learning_rate(cfg: TrainConfig, step: int, frac: float) -> float:
     if cfg.decay == "linear":
         return cfg.lr + (min_lr - cfg.lr) * t
     return min_lr + 0.5 * (cfg.lr - min_lr) * (1 + math.cos(math.pi * t))
+
+
+def scheduled_lr(cfg: TrainConfig, step: int, frac: float, policy: str = "continue", anchor_step: int | None = None,
+                 anchor_frac: float = 0.0, warmup_steps: int = 0) -> float:
+    """LR with the policy of the last growth (see `growkit.train.growth`):
+
+    - ``continue``: `learning_rate` unchanged;
+    - ``rewarm``: `learning_rate` × min(1, (step − anchor + 1) / warmup_steps) after the growth;
+    - ``rewind``: the whole schedule (warmup, then decay) restarts at the growth step and is stretched
+      over the rest of the budget.
+    """
+    if anchor_step is None or policy == "continue":
+        return learning_rate(cfg, step, frac)
+    if policy == "rewind":
+        rest = max(1.0 - anchor_frac, 1e-12)
+        return learning_rate(cfg, step - anchor_step, (frac - anchor_frac) / rest)
+    lr = learning_rate(cfg, step, frac)
+    return lr * min(1.0, (step - anchor_step + 1) / warmup_steps) if warmup_steps else lr

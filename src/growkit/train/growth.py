@@ -1,0 +1,87 @@
+"""Growth schedules: the ``[[growth]]`` stages of a run and the mask ramp that follows a masked stage.
+
+A stage, in TOML::
+
+    [[growth]]
+    at_step = 500                 # or at_tokens = … / at_flops = … (the first one reached)
+    grow = { d_ff = 512, n_layers = 4 }
+    method = { n_layers = "masked", "*" = "masked" }
+    ramp_steps = 100              # masked growth: c goes 0 → 1 over this many optimizer steps, then folds
+    seq_len = 128                 # optional: train on sequences of this length from here on
+    lr = "continue"               # LR policy at the growth: continue | rewarm | rewind
+    lr_warmup_steps = 50          # rewarm: steps to climb back to the scheduled LR
+
+Several dimensions in one stage grow together (CompoundGrow's compound growth); ``seq_len`` is the
+input-length growth of CompoundGrow (training sequences get longer; evaluation always uses
+``data.seq_len``, so losses compare across stages and runs).
+
+LR policies: ``continue`` keeps the run's schedule; ``rewarm`` (CompoundGrow) multiplies it by a linear
+ramp 0 → 1 over ``lr_warmup_steps`` after the growth; ``rewind`` (MSG-style) restarts warmup and decay
+from the growth step over the rest of the budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from growkit.errors import GrowkitError
+from growkit.grow.spec import GrowthSpec
+
+LR_POLICIES = ("continue", "rewarm", "rewind")
+
+
+@dataclass
+class GrowthStage:
+    grow: dict[str, int] = field(default_factory=dict)
+    at_step: int | None = None
+    at_tokens: int | None = None
+    at_flops: float | None = None
+    method: str | dict[str, str] = "masked"
+    ramp_steps: int = 0
+    seq_len: int | None = None
+    lr: str = "continue"
+    lr_warmup_steps: int = 0
+    depth_placement: str | list[int] = "top"
+    std: float | None = None
+    seed: int = 0
+    noise: float = 0.01
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], index: int) -> GrowthStage:
+        where = f"[[growth]] stage {index + 1}"
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise GrowkitError(f"unknown key(s) in {where}: {', '.join(unknown)}; known keys: {', '.join(known)}")
+        stage = cls(**d)
+        if sum(x is not None for x in (stage.at_step, stage.at_tokens, stage.at_flops)) != 1:
+            raise GrowkitError(f"{where} needs exactly one of at_step, at_tokens, at_flops")
+        if not isinstance(stage.grow, dict) or not (stage.grow or stage.seq_len):
+            raise GrowkitError(f"{where} grows nothing: give grow = {{ d_model = 512, ... }} and/or seq_len = N")
+        if stage.lr not in LR_POLICIES:
+            raise GrowkitError(f"{where}: lr must be one of {', '.join(LR_POLICIES)}, got {stage.lr!r}")
+        if stage.ramp_steps < 0 or stage.lr_warmup_steps < 0:
+            raise GrowkitError(f"{where}: ramp_steps and lr_warmup_steps must be >= 0")
+        stage.spec()  # validates sizes' names and methods now, not at the growth
+        return stage
+
+    def spec(self) -> GrowthSpec:
+        return GrowthSpec.from_dict({**self.grow, "method": self.method, "depth_placement": self.depth_placement,
+                                     "std": self.std, "seed": self.seed, "noise": self.noise})
+
+    def due(self, step: int, tokens: int, flops: float) -> bool:
+        return ((self.at_step is not None and step >= self.at_step)
+                or (self.at_tokens is not None and tokens >= self.at_tokens)
+                or (self.at_flops is not None and flops >= self.at_flops))
+
+
+def parse_stages(raw: list[dict[str, Any]]) -> list[GrowthStage]:
+    return [GrowthStage.from_dict(d, i) for i, d in enumerate(raw)]
+
+
+def ramp_value(step: int, ramp_start: int, ramp_steps: int) -> float:
+    """Mask level c after ``step`` optimizer steps for a ramp that began at ``ramp_start``."""
+    if ramp_steps <= 0:
+        return 1.0
+    return min(1.0, (step - ramp_start) / ramp_steps)

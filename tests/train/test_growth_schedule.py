@@ -1,0 +1,104 @@
+"""Growth schedules in real (tiny) runs: growth events, mask ramps, input-length growth, LR policies,
+and resume in the middle of a ramp."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from growkit import GrowkitError, RunConfig, train
+from growkit.train.config import TrainConfig
+from growkit.train.loop import Trainer
+from growkit.train.schedule import learning_rate, scheduled_lr
+
+TINY = ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.d_ff=40", "data.seq_len=32",
+        "train.batch_size=8", "train.warmup_steps=2", "train.lr=3e-3", "run.eval_batches=2", "run.log_every=1",
+        "run.progress=false", "run.tensorboard=false", "run.plots=false"]
+MSG_STAGE = {"at_step": 3, "grow": {"d_ff": 64, "n_layers": 2}, "method": "masked", "ramp_steps": 4}
+
+
+def config(run_dir: Path, stages: list[dict], *more: str) -> RunConfig:
+    d = RunConfig.default([*TINY, f"run.dir={run_dir}", *more]).to_dict()
+    d["growth"] = stages
+    return RunConfig.from_dict(d)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_masked_stage_grows_preserves_ramps_and_folds(tmp_path: Path) -> None:
+    trainer = Trainer(config(tmp_path, [MSG_STAGE], "train.max_steps=10", "run.eval_every=5"))
+    flops_small = trainer.flops_per_token
+    trainer.fit()
+    (event,) = lines(tmp_path / "events.jsonl")
+    assert event["step"] == 3 and event["params_after"] > event["params_before"]
+    assert abs(event["loss_jump"]) < 1e-5  # masked growth at c = 0 is exact (fp32 rounding only)
+    assert trainer.model.cfg.d_ff == 64 and trainer.model.cfg.n_layers == 2
+    assert not trainer.model.masks()  # ramp finished at step 7, masks folded
+    assert trainer.flops_per_token > flops_small
+    steps = lines(tmp_path / "train.jsonl")
+    assert len(steps) == 10 and all(r["train_loss"] > 0 for r in steps)
+
+
+def test_resume_in_the_middle_of_a_ramp_equals_uninterrupted(tmp_path: Path) -> None:
+    common = ["train.max_steps=10", "run.eval_every=5", "model.dropout=0.1"]
+    train(config(tmp_path / "full", [MSG_STAGE], *common))
+    part = config(tmp_path / "part", [MSG_STAGE], *common)
+    Trainer(part).fit(stop_at_step=5)  # growth at 3, ramp 3 → 7: stopped with c = 0.5
+    resumed = Trainer(part, resume=True)
+    assert resumed.model.masks() and resumed.model.cfg.d_ff == 64  # the grown model, mid-ramp masks restored
+    resumed.fit()
+    full = [r["train_loss"] for r in lines(tmp_path / "full" / "train.jsonl")]
+    assert [r["train_loss"] for r in lines(tmp_path / "part" / "train.jsonl")] == full
+    def no_time(records: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in records]
+
+    assert no_time(lines(tmp_path / "part" / "events.jsonl")) == no_time(lines(tmp_path / "full" / "events.jsonl"))
+
+
+def test_input_length_growth_and_zero_growth_with_rewarm(tmp_path: Path) -> None:
+    stages = [{"at_step": 2, "seq_len": 32, "grow": {"d_ff": 48}, "method": "zero", "lr": "rewarm",
+               "lr_warmup_steps": 2}]
+    trainer = Trainer(config(tmp_path, stages, "data.start_seq_len=16", "train.max_steps=5", "run.eval_every=5",
+                             "train.decay='constant'"))
+    assert trainer.seq_len == 16
+    trainer.fit()
+    assert trainer.seq_len == 32
+    tokens = [r["tokens"] for r in lines(tmp_path / "train.jsonl")]
+    assert tokens == [128, 256, 512, 768, 1024]  # 8 sequences of 16, then of 32 tokens
+    lrs = [r["lr"] for r in lines(tmp_path / "train.jsonl")]
+    assert lrs[2:] == pytest.approx([1.5e-3, 3e-3, 3e-3])  # halfway back up the step after the growth
+    (event,) = lines(tmp_path / "events.jsonl")
+    assert event["seq_len"] == 32 and abs(event["loss_jump"]) < 1e-5
+
+
+def test_lr_policies() -> None:
+    cfg = TrainConfig(max_steps=100, lr=1.0, min_lr=0.0, warmup_steps=10)
+    assert scheduled_lr(cfg, 50, 0.5) == learning_rate(cfg, 50, 0.5)
+    assert scheduled_lr(cfg, 50, 0.5, "rewarm", anchor_step=50, warmup_steps=5) == pytest.approx(
+        learning_rate(cfg, 50, 0.5) / 5)
+    # rewind: the schedule restarts at the growth (warmup again, then decay over the rest of the budget)
+    assert scheduled_lr(cfg, 50, 0.5, "rewind", anchor_step=50, anchor_frac=0.5) == pytest.approx(0.1)
+    assert scheduled_lr(cfg, 60, 0.6, "rewind", anchor_step=50, anchor_frac=0.5) == pytest.approx(
+        learning_rate(cfg, 10, 0.2))
+
+
+@pytest.mark.parametrize(("stage", "phrase"), [
+    ({"grow": {"d_ff": 64}}, "exactly one of at_step"),
+    ({"at_step": 2, "grow": {"d_ff": 64}, "bogus": 1}, "unknown key(s) in [[growth]] stage 1: bogus"),
+    ({"at_step": 2}, "grows nothing"),
+    ({"at_step": 2, "grow": {"d_ff": 64}, "lr": "fast"}, "lr must be one of"),
+    ({"at_step": 2, "grow": {"d_ff": 64}, "method": "magic"}, "unknown growth method 'magic'"),
+])
+def test_stage_errors(tmp_path: Path, stage: dict, phrase: str) -> None:
+    with pytest.raises(GrowkitError) as e:
+        config(tmp_path, [stage], "train.max_steps=4")
+    assert phrase in str(e.value)
+
+
+def test_training_length_beyond_max_seq_len_is_refused_up_front(tmp_path: Path) -> None:
+    with pytest.raises(GrowkitError, match="exceeds the model's max_seq_len 32"):
+        Trainer(config(tmp_path, [{"at_step": 2, "seq_len": 64}], "train.max_steps=4"))
