@@ -167,7 +167,7 @@ def test_ungroupable_gqa_is_refused_naming_sizes_that_work(kw: dict, sizes: dict
 
 
 def test_other_refusals() -> None:
-    with pytest.raises(gk.GrowkitError, match="split n_heads makes new query heads copies.*not 'masked'"):
+    with pytest.raises(gk.GrowkitError, match=r"split n_heads makes new query heads copies.*not 'masked'"):
         gk.grow(tiny_model("llama"), gk.GrowthSpec(n_heads=8, n_kv_heads=4,
                                                    method={"n_heads": "split", "n_kv_heads": "masked"}))
     with pytest.raises(gk.GrowkitError, match="arch 'gpt2' has no grouped-query attention"):
