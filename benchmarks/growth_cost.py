@@ -43,7 +43,7 @@ def main() -> None:
         cfg = gk.TransformerConfig(arch="gpt2", n_layers=12, d_model=768, n_heads=12, d_ff=3072, vocab_size=8192,
                                    max_seq_len=1024)
         spec = dict(n_layers=24, d_model=1024, d_ff=4096, n_heads=16)
-    method = {"n_layers": "stack", "*": "split"} if args.method == "stack+split" else args.method
+    method = args.method
     model = gk.Transformer(cfg, seed=0)
     grow_times, clone_times, ratios = [], [], []
     big = None
