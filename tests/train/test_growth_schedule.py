@@ -75,6 +75,14 @@ def test_input_length_growth_and_zero_growth_with_rewarm(tmp_path: Path) -> None
     assert event["seq_len"] == 32 and abs(event["loss_jump"]) < 1e-5
 
 
+def test_at_fraction_scales_with_the_budget(tmp_path: Path) -> None:
+    stage = {"at_fraction": 0.5, "grow": {"d_ff": 48}, "method": "zero"}
+    for steps in (4, 8):
+        Trainer(config(tmp_path / str(steps), [stage], f"train.max_steps={steps}", "run.eval_every=100")).fit()
+        (event,) = lines(tmp_path / str(steps) / "events.jsonl")
+        assert event["step"] == steps // 2
+
+
 def test_lr_policies() -> None:
     cfg = TrainConfig(max_steps=100, lr=1.0, min_lr=0.0, warmup_steps=10)
     assert scheduled_lr(cfg, 50, 0.5) == learning_rate(cfg, 50, 0.5)
@@ -88,6 +96,7 @@ def test_lr_policies() -> None:
 
 @pytest.mark.parametrize(("stage", "phrase"), [
     ({"grow": {"d_ff": 64}}, "exactly one of at_step"),
+    ({"at_fraction": 1.5, "grow": {"d_ff": 64}}, "at_fraction must be in [0, 1)"),
     ({"at_step": 2, "grow": {"d_ff": 64}, "bogus": 1}, "unknown key(s) in [[growth]] stage 1: bogus"),
     ({"at_step": 2}, "grows nothing"),
     ({"at_step": 2, "grow": {"d_ff": 64}, "lr": "fast"}, "lr must be one of"),

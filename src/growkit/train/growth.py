@@ -3,7 +3,7 @@
 A stage, in TOML::
 
     [[growth]]
-    at_step = 500                 # or at_tokens = … / at_flops = … (the first one reached)
+    at_step = 500                 # or at_tokens / at_flops / at_fraction (of the run's budget)
     grow = { d_ff = 512, n_layers = 4 }
     method = { n_layers = "masked", "*" = "masked" }
     ramp_steps = 100              # masked growth: c goes 0 → 1 over this many optimizer steps, then folds
@@ -37,6 +37,8 @@ class GrowthStage:
     at_step: int | None = None
     at_tokens: int | None = None
     at_flops: float | None = None
+    at_fraction: float | None = None
+    """Grow when this fraction of the run's budget is spent: the schedule scales with the budget."""
     method: str | dict[str, str] = "masked"
     ramp_steps: int = 0
     seq_len: int | None = None
@@ -55,8 +57,10 @@ class GrowthStage:
         if unknown:
             raise GrowkitError(f"unknown key(s) in {where}: {', '.join(unknown)}; known keys: {', '.join(known)}")
         stage = cls(**d)
-        if sum(x is not None for x in (stage.at_step, stage.at_tokens, stage.at_flops)) != 1:
-            raise GrowkitError(f"{where} needs exactly one of at_step, at_tokens, at_flops")
+        if sum(x is not None for x in (stage.at_step, stage.at_tokens, stage.at_flops, stage.at_fraction)) != 1:
+            raise GrowkitError(f"{where} needs exactly one of at_step, at_tokens, at_flops, at_fraction")
+        if stage.at_fraction is not None and not 0.0 <= stage.at_fraction < 1.0:
+            raise GrowkitError(f"{where}: at_fraction must be in [0, 1), got {stage.at_fraction}")
         if not isinstance(stage.grow, dict) or not (stage.grow or stage.seq_len):
             raise GrowkitError(f"{where} grows nothing: give grow = {{ d_model = 512, ... }} and/or seq_len = N")
         if stage.lr not in LR_POLICIES:
@@ -70,10 +74,11 @@ class GrowthStage:
         return GrowthSpec.from_dict({**self.grow, "method": self.method, "depth_placement": self.depth_placement,
                                      "std": self.std, "seed": self.seed, "noise": self.noise})
 
-    def due(self, step: int, tokens: int, flops: float) -> bool:
+    def due(self, step: int, tokens: int, flops: float, progress: float) -> bool:
         return ((self.at_step is not None and step >= self.at_step)
                 or (self.at_tokens is not None and tokens >= self.at_tokens)
-                or (self.at_flops is not None and flops >= self.at_flops))
+                or (self.at_flops is not None and flops >= self.at_flops)
+                or (self.at_fraction is not None and progress >= self.at_fraction))
 
 
 def parse_stages(raw: list[dict[str, Any]]) -> list[GrowthStage]:

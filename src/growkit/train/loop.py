@@ -196,7 +196,8 @@ class Trainer:
         """Apply every growth stage that is due at the current counters; returns their event records."""
         events = []
         s = self.state
-        while s.stages_done < len(self.stages) and self.stages[s.stages_done].due(s.step, s.tokens, s.flops):
+        while (s.stages_done < len(self.stages)
+               and self.stages[s.stages_done].due(s.step, s.tokens, s.flops, self.progress())):
             events.append(self._apply_stage(self.stages[s.stages_done]))
         return events
 
