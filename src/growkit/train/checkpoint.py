@@ -5,6 +5,7 @@ Layout of one checkpoint, ``RUN_DIR/checkpoints/step_00000300/``::
     model.safetensors      the model's parameters and persistent buffers (tied weights stored once)
     optimizer.safetensors  AdamW moments by parameter name: ``{name}.exp_avg``, ``.exp_avg_sq``, ``.step``
     rng.safetensors        the torch CPU generator state (dropout, MLM masking draws)
+    trainer.safetensors    optional: the trainer's own tensors (e.g. which entries a growth just added)
     state.json             format version, step, tokens, FLOPs, wall-clock, model and run config
 
 The directory is written under a temporary name and renamed into place, then ``latest.json`` is
@@ -65,6 +66,11 @@ class Checkpoint:
     def rng_state(self) -> torch.Tensor:
         return _load(self.path / "rng.safetensors")["torch_cpu"]
 
+    def extra(self) -> dict[str, torch.Tensor]:
+        """The trainer's own tensors (``trainer.safetensors``), or {} when the checkpoint has none."""
+        path = self.path / "trainer.safetensors"
+        return _load(path) if path.exists() else {}
+
 
 def optimizer_state_by_name(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, torch.Tensor]:
     """The per-parameter optimizer state as flat ``{param_name}.{key}`` tensors."""
@@ -87,7 +93,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, fla
                 optimizer.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in entry.items()}
 
 
-def write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+def write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                     extra: dict[str, torch.Tensor] | None = None) -> Path:
     """Write one checkpoint directory at ``path``: under a temporary name, fsynced, then renamed into
     place. An existing checkpoint at ``path`` is moved aside first and deleted only afterwards."""
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
@@ -97,6 +104,8 @@ def write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     save_file({k: v.contiguous() for k, v in optimizer_state_by_name(optimizer, model).items()},
               str(tmp / "optimizer.safetensors"))
     save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+    if extra:
+        save_file({k: v.contiguous() for k, v in extra.items()}, str(tmp / "trainer.safetensors"))
     atomic_write_json(tmp / "state.json", {"format_version": FORMAT_VERSION, **state})
     for f in tmp.iterdir():
         _fsync(f)
@@ -109,12 +118,13 @@ def write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
 
 
 def save_checkpoint(
-    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int = 2
+    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int = 2,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``checkpoints/step_N`` atomically, point ``latest.json`` at it, keep the newest ``keep``."""
     ckpt_root = run_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = write_checkpoint(ckpt_root / f"step_{state['step']:08d}", model, optimizer, state)
+    final = write_checkpoint(ckpt_root / f"step_{state['step']:08d}", model, optimizer, state, extra)
     atomic_write_json(ckpt_root / LATEST, {"step": state["step"], "path": final.name})
     older = sorted(p for p in ckpt_root.glob("step_*") if p != final)
     for old in older[: max(len(older) - (keep - 1), 0)]:

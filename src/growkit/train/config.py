@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from growkit.config import TransformerConfig
+from growkit.config import TransformerConfig, check_keys
 from growkit.errors import GrowkitError
 from growkit.train.growth import GrowthStage, parse_stages
 
@@ -238,10 +238,7 @@ def _build_section(cls: type, values: Any, where: str) -> Any:
     if not isinstance(values, dict):
         raise GrowkitError(f"[{where}] must be a table of keys")
     hints = typing.get_type_hints(cls)
-    known = [f.name for f in fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise GrowkitError(f"unknown key(s) in [{where}]: {', '.join(unknown)}; known keys: {', '.join(known)}")
+    check_keys(values, (f.name for f in fields(cls)), f"[{where}]")
     return cls(**{k: _check_type(f"{where}.{k}", v, hints[k]) for k, v in values.items()})
 
 

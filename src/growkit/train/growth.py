@@ -10,6 +10,7 @@ A stage, in TOML::
     seq_len = 128                 # optional: train on sequences of this length from here on
     lr = "continue"               # LR policy at the growth: continue | rewarm | rewind
     lr_warmup_steps = 50          # rewarm: steps to climb back to the scheduled LR
+    new_lr_warmup_steps = 50      # the entries this growth added get their own LR warmup
 
 Several dimensions in one stage grow together (CompoundGrow's compound growth); ``seq_len`` is the
 input-length growth of CompoundGrow (training sequences get longer; evaluation always uses
@@ -17,7 +18,11 @@ input-length growth of CompoundGrow (training sequences get longer; evaluation a
 
 LR policies: ``continue`` keeps the run's schedule; ``rewarm`` (CompoundGrow) multiplies it by a linear
 ramp 0 → 1 over ``lr_warmup_steps`` after the growth; ``rewind`` (MSG-style) restarts warmup and decay
-from the growth step over the rest of the budget.
+from the growth step over the rest of the budget. Independently, ``new_lr_warmup_steps`` warms up only
+the entries the growth added (new units, new layers): for that many steps their AdamW update is scaled
+by min(1, (t + 1)/W), t steps after the growth, while old entries train at the scheduled LR — the
+"short warmup for new parameters only" (AdamW has no per-entry LR, so the trainer scales the applied
+update of those entries, which for AdamW, weight decay included, is the same thing).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from growkit.config import check_keys
 from growkit.errors import GrowkitError
 from growkit.grow.spec import GrowthSpec
 
@@ -44,6 +50,7 @@ class GrowthStage:
     seq_len: int | None = None
     lr: str = "continue"
     lr_warmup_steps: int = 0
+    new_lr_warmup_steps: int = 0
     depth_placement: str | list[int] = "top"
     std: float | None = None
     seed: int = 0
@@ -52,10 +59,7 @@ class GrowthStage:
     @classmethod
     def from_dict(cls, d: dict[str, Any], index: int) -> GrowthStage:
         where = f"[[growth]] stage {index + 1}"
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise GrowkitError(f"unknown key(s) in {where}: {', '.join(unknown)}; known keys: {', '.join(known)}")
+        check_keys(d, (f.name for f in fields(cls)), where)
         stage = cls(**d)
         if sum(x is not None for x in (stage.at_step, stage.at_tokens, stage.at_flops, stage.at_fraction)) != 1:
             raise GrowkitError(f"{where} needs exactly one of at_step, at_tokens, at_flops, at_fraction")
@@ -65,8 +69,8 @@ class GrowthStage:
             raise GrowkitError(f"{where} grows nothing: give grow = {{ d_model = 512, ... }} and/or seq_len = N")
         if stage.lr not in LR_POLICIES:
             raise GrowkitError(f"{where}: lr must be one of {', '.join(LR_POLICIES)}, got {stage.lr!r}")
-        if stage.ramp_steps < 0 or stage.lr_warmup_steps < 0:
-            raise GrowkitError(f"{where}: ramp_steps and lr_warmup_steps must be >= 0")
+        if min(stage.ramp_steps, stage.lr_warmup_steps, stage.new_lr_warmup_steps) < 0:
+            raise GrowkitError(f"{where}: ramp_steps, lr_warmup_steps and new_lr_warmup_steps must be >= 0")
         stage.spec()  # validates sizes' names and methods now, not at the growth
         return stage
 

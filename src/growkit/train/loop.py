@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ class TrainState:
     """Step of the last growth, where its LR policy is anchored."""
     lr_anchor_progress: float = 0.0
     lr_warmup_steps: int = 0
+    new_warmup_start: int | None = None
+    """Step of the growth whose new entries are in their own LR warmup (None: none)."""
+    new_warmup_steps: int = 0
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -91,6 +95,7 @@ class Trainer:
         self.model = Transformer(self.model_cfg, seed=t.seed).to(self.device)
         self.optimizer = build_optimizer(self.model, t)
         self.state = TrainState()
+        self.new_entries: dict[str, torch.Tensor] = {}  # param name → bool mask of entries in new-LR warmup
         if checkpoint is not None:
             self._restore(checkpoint)
         if not (self.run_dir / "config.json").exists():
@@ -126,6 +131,8 @@ class Trainer:
         ckpt.load_model(self.model)
         ckpt.load_optimizer(self.optimizer, self.model)
         torch.set_rng_state(ckpt.rng_state())
+        self.new_entries = {k.removeprefix("new_entries."): v.to(self.device) for k, v in ckpt.extra().items()
+                            if k.startswith("new_entries.")}
         self.state = TrainState(**{k: ckpt.state[k] for k in asdict(TrainState())})
         for name in (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE):  # drop records the resumed run will write again
             _truncate_records(self.run_dir / name, self.state.step)
@@ -172,7 +179,8 @@ class Trainer:
             total += loss.item()
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
+        with self._new_entry_warmup():
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.state.tokens += self.tokens_per_step
@@ -181,6 +189,24 @@ class Trainer:
         return total / accum
 
     # -- growth --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _new_entry_warmup(self) -> Iterator[None]:
+        """Scale the optimizer's update of the entries the last growth added by min(1, (t+1)/W)."""
+        s = self.state
+        if s.new_warmup_start is None:
+            yield
+            return
+        factor = min(1.0, (s.step - s.new_warmup_start + 1) / s.new_warmup_steps)
+        params = dict(self.model.named_parameters())
+        before = {n: params[n].detach().clone() for n in self.new_entries}
+        yield
+        with torch.no_grad():
+            for name, mask in self.new_entries.items():
+                p = params[name]
+                p.copy_(torch.where(mask, before[name] + factor * (p - before[name]), p))
+        if factor >= 1.0:
+            s.new_warmup_start, self.new_entries = None, {}
+
     def _advance_ramp(self) -> None:
         """Move the masks of a running ramp (once per optimizer step); fold them when they reach 1."""
         s = self.state
@@ -217,6 +243,13 @@ class Trainer:
             new, record = grow(self.model, spec)
             self.optimizer = carry_optimizer_state(self.optimizer, new, record)
             self.model, self.model_cfg = new.to(self.device), new.cfg
+            self.new_entries, s.new_warmup_start = {}, None
+            if stage.new_lr_warmup_steps:
+                for name, p in self.model.named_parameters():
+                    mask = record.new_entries(name, p.shape).to(p.device)
+                    if mask.any():
+                        self.new_entries[name] = mask
+                s.new_warmup_start, s.new_warmup_steps = s.step, stage.new_lr_warmup_steps
             if self.model.masks():
                 s.ramp_start, s.ramp_steps = s.step, stage.ramp_steps
                 self._advance_ramp()  # ramp_steps 0: fold at once
@@ -256,7 +289,9 @@ class Trainer:
     def save(self) -> Path:
         state = {**asdict(self.state), "model_config": self.model_cfg.to_dict(),
                  "initial_model_config": self.initial_model_cfg.to_dict(), "run_config": self.cfg.to_dict()}
-        return save_checkpoint(self.run_dir, self.model, self.optimizer, state, keep=self.cfg.run.keep_checkpoints)
+        extra = {f"new_entries.{n}": m for n, m in self.new_entries.items()}
+        return save_checkpoint(self.run_dir, self.model, self.optimizer, state, keep=self.cfg.run.keep_checkpoints,
+                               extra=extra)
 
     # -- the run -------------------------------------------------------------------------------
     def fit(self, stop_at_step: int | None = None) -> dict[str, Any]:
