@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -156,16 +157,21 @@ class TransformerConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "model") -> TransformerConfig:
         """Build from a dict (TOML section, JSON); unknown keys and wrong types are clear errors."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise GrowkitError(
-                f"unknown key(s) in [{where}]: {', '.join(unknown)}; known keys: {', '.join(known)}")
+        check_keys(d, (f.name for f in fields(cls)), f"[{where}]")
         return cls(**d)
 
     def replace(self, **changes: Any) -> TransformerConfig:
         """A copy with some fields changed (derived fields are NOT re-derived: set them explicitly)."""
         return dataclasses.replace(self, **changes)
+
+
+def check_keys(values: dict[str, Any], known: Iterable[str], where: str) -> None:
+    """Raise a `GrowkitError` naming the keys of ``values`` that are not in ``known`` (listed in order),
+    e.g. ``unknown key(s) in [model]: d_modle; known keys: arch, n_layers, …``."""
+    known = list(known)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise GrowkitError(f"unknown key(s) in {where}: {', '.join(unknown)}; known keys: {', '.join(known)}")
 
 
 def _check_int(name: str, value: Any) -> None:
