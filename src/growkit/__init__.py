@@ -13,9 +13,11 @@ from growkit.errors import GrowkitError
 from growkit.grow import GrowthSpec, carry_optimizer_state, check_preserved, fold_masks, grow, ramp_masks
 from growkit.model import Transformer
 from growkit.record import GrowthRecord
+from growkit.sparse import SparsityConfig, SparsityController, sparsify
 from growkit.train import RunConfig, Trainer
 from growkit.train import train as train  # the function shadows the subpackage attribute on purpose
 
-__all__ = ["GrowkitError", "GrowthRecord", "GrowthSpec", "RunConfig", "Trainer", "Transformer", "TransformerConfig",
-           "carry_optimizer_state", "check_preserved", "fold_masks", "grow", "ramp_masks", "train"]
+__all__ = ["GrowkitError", "GrowthRecord", "GrowthSpec", "RunConfig", "SparsityConfig", "SparsityController",
+           "Trainer", "Transformer", "TransformerConfig", "carry_optimizer_state", "check_preserved", "fold_masks",
+           "grow", "ramp_masks", "sparsify", "train"]
 __version__ = "0.1.0"
