@@ -27,6 +27,7 @@ from typing import Any
 
 from growkit.config import TransformerConfig, check_keys
 from growkit.errors import GrowkitError
+from growkit.sparse import SparsityConfig
 from growkit.train.growth import GrowthStage, parse_stages
 
 
@@ -119,6 +120,10 @@ class RunConfig:
     def stages(self) -> list[GrowthStage]:
         return parse_stages(self.growth)
 
+    def sparsity_config(self) -> SparsityConfig | None:
+        """The ``[sparsity]`` table as a `SparsityConfig` (None: dense training)."""
+        return None if self.sparsity is None else SparsityConfig.from_dict(self.sparsity)
+
     @property
     def micro_batch_size(self) -> int:
         return self.train.micro_batch_size or self.train.batch_size
@@ -156,8 +161,8 @@ class RunConfig:
         if t.warmup_steps < 0:
             raise GrowkitError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
         self.stages()  # parses and checks every [[growth]] stage
-        if self.sparsity:
-            raise GrowkitError("[sparsity] is not supported yet: remove it to train dense")
+        if self.sparsity is not None:
+            self.sparsity_config()  # checks every [sparsity] key
         return self
 
     # -- (de)serialisation ---------------------------------------------------------------------
@@ -227,7 +232,9 @@ def apply_overrides(d: dict[str, Any], overrides: list[str] | tuple[str, ...]) -
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
-        target = out.setdefault(section, {})
+        if out.get(section) is None:  # e.g. sparsity = None in RunConfig.to_dict()
+            out[section] = {}
+        target = out[section]
         if not isinstance(target, dict):
             raise GrowkitError(f"cannot override {key}: [{section}] is not a table")
         target[name] = value
