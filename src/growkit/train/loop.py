@@ -26,9 +26,11 @@ from tqdm.auto import tqdm
 from growkit.config import TransformerConfig
 from growkit.data import CausalBatches, MLMBatches, load_tokenizer, prepare_data
 from growkit.errors import GrowkitError
+from growkit.flops import training_flops_per_token
 from growkit.grow import carry_optimizer_state, fold_masks, grow, ramp_masks
 from growkit.io import atomic_write_json, atomic_write_text
 from growkit.model import Transformer
+from growkit.sparse import SparsityConfig, SparsityController, sparsify
 from growkit.train.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
 from growkit.train.config import RunConfig, TrainConfig
 from growkit.train.growth import GrowthStage, ramp_value
@@ -59,6 +61,8 @@ class TrainState:
     new_warmup_start: int | None = None
     """Step of the growth whose new entries are in their own LR warmup (None: none)."""
     new_warmup_steps: int = 0
+    flops_dense: float = 0.0
+    """Training FLOPs the same steps would have cost dense (equal to ``flops`` without sparsity)."""
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -96,8 +100,13 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, t)
         self.state = TrainState()
         self.new_entries: dict[str, torch.Tensor] = {}  # param name → bool mask of entries in new-LR warmup
+        self.sparsity: SparsityController | None = None
+        self._saved_sparsity: dict[str, torch.Tensor] = {}
         if checkpoint is not None:
             self._restore(checkpoint)
+        if cfg.sparsity is not None:  # after the optimizer (and a resumed model): masks from the checkpoint if any
+            self.sparsity = sparsify(self.model, self._sparsity_config(), self.optimizer,
+                                     state=self._saved_sparsity or None)
         if not (self.run_dir / "config.json").exists():
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
         self.batches = self._batches("train", self.seq_len, t.seed)
@@ -133,7 +142,9 @@ class Trainer:
         torch.set_rng_state(ckpt.rng_state())
         self.new_entries = {k.removeprefix("new_entries."): v.to(self.device) for k, v in ckpt.extra().items()
                             if k.startswith("new_entries.")}
-        self.state = TrainState(**{k: ckpt.state[k] for k in asdict(TrainState())})
+        self._saved_sparsity = {k.removeprefix("sparsity."): v for k, v in ckpt.extra().items()
+                                if k.startswith("sparsity.")}
+        self.state = TrainState(**{k: ckpt.state.get(k, v) for k, v in asdict(TrainState()).items()})
         for name in (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE):  # drop records the resumed run will write again
             _truncate_records(self.run_dir / name, self.state.step)
 
@@ -146,8 +157,26 @@ class Trainer:
 
     @property
     def flops_per_token(self) -> float:
-        """At the current size and training sequence length: it changes at every growth."""
+        """At the current size and training sequence length: it changes at every growth. With sparsity,
+        each projection counts only its active weights (`growkit.flops`); the attention term stays dense."""
+        if self.sparsity is not None:
+            return training_flops_per_token(self.model.cfg, self.seq_len, self.sparsity.projection_densities())
         return self.model.flops_per_token(self.seq_len)
+
+    def _sparsity_config(self) -> SparsityConfig:
+        """``[sparsity]``, with total_steps from the run's budget when unset (computed from the initial
+        model and length at the configured density, so a resumed run gets the same T)."""
+        scfg = self.cfg.sparsity_config()
+        assert scfg is not None
+        if scfg.total_steps is not None:
+            return scfg
+        t = self.cfg.train
+        seq_len = self.cfg.data.start_seq_len or self.cfg.data.seq_len
+        tokens = t.batch_size * seq_len
+        fpt = training_flops_per_token(self.initial_model_cfg, seq_len, scfg.density)
+        per_budget = [t.max_steps, t.max_tokens and math.ceil(t.max_tokens / tokens),
+                      t.max_flops and math.ceil(t.max_flops / (fpt * tokens))]
+        return scfg.replace(total_steps=min(n for n in per_budget if n))
 
     def progress(self) -> float:
         s = self.state
@@ -167,6 +196,8 @@ class Trainer:
         s = self.state
         lr = scheduled_lr(self.cfg.train, s.step, self.progress(), s.lr_policy, s.lr_anchor, s.lr_anchor_progress,
                           s.lr_warmup_steps)
+        if self.sparsity is not None:
+            lr *= self.sparsity.lr_factor()  # the sparse LR rule (1 when off)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         accum = self.cfg.grad_accum
@@ -185,6 +216,9 @@ class Trainer:
         self.state.step += 1
         self.state.tokens += self.tokens_per_step
         self.state.flops += self.flops_per_token * self.tokens_per_step
+        self.state.flops_dense += self.model.flops_per_token(self.seq_len) * self.tokens_per_step
+        if self.sparsity is not None:
+            self.sparsity.step(self.state.step)  # re-mask weights and moments; prune-and-regrow when due
         self._advance_ramp()
         return total / accum
 
@@ -243,6 +277,8 @@ class Trainer:
             new, record = grow(self.model, spec)
             self.optimizer = carry_optimizer_state(self.optimizer, new, record)
             self.model, self.model_cfg = new.to(self.device), new.cfg
+            if self.sparsity is not None:
+                self.sparsity.on_grow(self.model, record, self.optimizer)
             self.new_entries, s.new_warmup_start = {}, None
             if stage.new_lr_warmup_steps:
                 for name, p in self.model.named_parameters():
@@ -290,6 +326,8 @@ class Trainer:
         state = {**asdict(self.state), "model_config": self.model_cfg.to_dict(),
                  "initial_model_config": self.initial_model_cfg.to_dict(), "run_config": self.cfg.to_dict()}
         extra = {f"new_entries.{n}": m for n, m in self.new_entries.items()}
+        if self.sparsity is not None:
+            extra.update({f"sparsity.{k}": v for k, v in self.sparsity.state_dict().items()})
         return save_checkpoint(self.run_dir, self.model, self.optimizer, state, keep=self.cfg.run.keep_checkpoints,
                                extra=extra)
 
@@ -353,7 +391,10 @@ class Trainer:
 
     def _counters(self) -> dict[str, Any]:
         s = self.state
-        return {"step": s.step, "tokens": s.tokens, "flops": s.flops, "time_s": round(s.time_s, 3)}
+        out = {"step": s.step, "tokens": s.tokens, "flops": s.flops, "time_s": round(s.time_s, 3)}
+        if self.sparsity is not None:
+            out.update(flops_dense=s.flops_dense, density=self.sparsity.density())
+        return out
 
 
 def train(cfg: RunConfig, resume: bool | str | Path = False) -> dict[str, Any]:
