@@ -8,6 +8,7 @@ number of active weights would no longer be b² × active blocks).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
@@ -86,13 +87,13 @@ def erk_densities(shapes: Mapping[str, tuple[int, int]], density: float) -> dict
 
 def block_counts(totals: Mapping[str, int], densities: Mapping[str, float], at_least: int = 1) -> dict[str, int]:
     """Active blocks per tensor out of ``totals[l]`` blocks: d_l × totals_l, rounded so that the sum is
-    round(Σ_l d_l × totals_l) exactly (the largest remainders get the extra block), then clipped to
-    [``at_least``, totals_l] (one block at least, so no layer is cut off entirely).
-
-    For one uniform density on tensors of one block count this is round(d × blocks) everywhere."""
+    round(Σ_l d_l × totals_l) exactly (half up; the largest remainders get the extra blocks), then clipped to
+    [``at_least``, totals_l] (one block at least, so no layer is cut off entirely; the total may then
+    exceed the budget by up to one block per tensor). Used for ERK, whose total budget is the contract;
+    uniform densities round each tensor on its own."""
     want = {n: densities[n] * totals[n] for n in totals}
     counts = {n: min(totals[n], int(want[n])) for n in totals}
-    missing = round(sum(want.values())) - sum(counts.values())
+    missing = math.floor(sum(want.values()) + 0.5) - sum(counts.values())
     for n in sorted(totals, key=lambda n: (-(want[n] - int(want[n])), n)):
         if missing <= 0:
             break

@@ -1,0 +1,1 @@
+"""Tests of growkit.sparse: the controller's invariants, growth of sparse models, the trainer integration."""
