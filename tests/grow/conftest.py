@@ -1,9 +1,11 @@
 """Shared helpers of the growth tests: tiny odd-sized models of every arch, garbage-filling of new
-weights, and the standard preservation checks."""
+weights, the standard preservation checks, and the checks every dimension makes of its new units (masked
+units learn once c > 0, zero units come alive, split copies diverge, ramp and fold)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -78,6 +80,77 @@ def live_gradients(model: gk.Transformer, record: GrowthRecord) -> dict[str, flo
         if new.any():
             out[name] = float(p.grad[new].norm()) if p.grad is not None else 0.0
     return out
+
+
+def assert_strictly_preserved(old: gk.Transformer, new: gk.Transformer, record: GrowthRecord, method: str,
+                              seq: int = 11, msg: object = None) -> None:
+    """A strict method keeps the logits: split (which has no new entries, every unit is a copy) on its own
+    weights, masked and zero with garbage in every unconstrained new weight (zero keeps its zero side)."""
+    if method == "split":
+        assert gk.check_preserved(old, new, tokens(old, seq=seq)) < TOL64, msg
+    else:
+        assert garbage_preserves(old, new, record, keep_zeros=method == "zero") < TOL64, msg
+
+
+def assert_masked_units_live(new: gk.Transformer, record: GrowthRecord, c: float = 0.1,
+                             ignore: tuple[str, ...] = ()) -> dict[str, float]:
+    """Masked new units get gradients once c > 0: ramp to ``c``; every parameter with new entries (but
+    those whose name ends with one of ``ignore``) gets a non-zero gradient on them. Returns the gradients."""
+    gk.ramp_masks(new, c)
+    grads = live_gradients(new, record)
+    assert grads and all(g > 0 for n, g in grads.items() if not n.endswith(ignore)), grads
+    return grads
+
+
+def assert_zero_units_come_alive(new: gk.Transformer, record: GrowthRecord, zero_side: tuple[str, ...],
+                                 rest_blocked: bool = False, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Zero growth: the zero side (parameters whose name ends with one of ``zero_side``) gets gradient at
+    once (with ``rest_blocked``, every other new entry gets exactly 0: it sits behind the zeros); after one
+    SGD step every new entry does (but those of parameters ending with one of ``ignore``). Returns the
+    names of the zero side."""
+    grads = live_gradients(new, record)
+    zero = [n for n in grads if n.endswith(zero_side)]
+    assert zero and all(grads[n] > 0 for n in zero), grads
+    if rest_blocked:
+        assert all(g == 0 for n, g in grads.items() if n not in zero), grads
+    torch.optim.SGD(new.parameters(), lr=0.1).step()
+    grads = live_gradients(new, record)
+    assert grads and all(g > 0 for n, g in grads.items() if not n.endswith(ignore)), grads
+    return zero
+
+
+def assert_copies_diverge(model: gk.Transformer, weight: torch.Tensor, copy: Any, source: Any) -> None:
+    """Split: ``weight[copy]`` starts equal to ``weight[source]`` (an index or a slice) and differs from it
+    after one AdamW step on a real batch."""
+    assert torch.equal(weight[copy], weight[source])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x = tokens(model, seed=3)
+    model(x, x)[1].backward()
+    opt.step()
+    assert not torch.allclose(weight[copy], weight[source])
+
+
+def assert_fold_keeps_logits(model: gk.Transformer, x: torch.Tensor, exact: bool = False) -> None:
+    """Ramp every mask to 1 and fold: no mask is left and the logits stay (to 1e-12, or ``exact``ly)."""
+    gk.ramp_masks(model, 1.0)
+    logits = model(x)[0]
+    gk.fold_masks(model)
+    assert not model.masks()
+    if exact:
+        assert torch.equal(model(x)[0], logits)
+    else:
+        assert torch.allclose(model(x)[0], logits, atol=1e-12, rtol=0)
+
+
+def assert_ramp_and_fold(old: gk.Transformer, new: gk.Transformer, x: torch.Tensor, c: float = 0.5,
+                         tol: float = 1e-6, exact: bool = False) -> None:
+    """Masked growth: at c the new units change the logits (by more than ``tol``) and the masks cannot be
+    folded yet; at c = 1 they fold away keeping the logits."""
+    gk.ramp_masks(new, c)
+    assert gk.check_preserved(old, new, x) > tol  # the new units now take part
+    with pytest.raises(gk.GrowkitError, match="ramp them first"):
+        gk.fold_masks(new)
+    assert_fold_keeps_logits(new, x, exact=exact)
 
 
 @pytest.fixture(params=ARCHS)

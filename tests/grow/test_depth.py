@@ -10,7 +10,17 @@ import torch
 
 import growkit as gk
 from growkit.grow.depth import interpolate_sources, placement_indices, stack_sources
-from tests.grow.conftest import TOL64, fill_new_entries, garbage_preserves, live_gradients, tiny_model, tokens
+from tests.grow.conftest import (
+    TOL64,
+    assert_fold_keeps_logits,
+    assert_masked_units_live,
+    assert_ramp_and_fold,
+    assert_zero_units_come_alive,
+    fill_new_entries,
+    garbage_preserves,
+    tiny_model,
+    tokens,
+)
 
 PLACEMENTS: list[str | list[int]] = ["top", "bottom", "interleave", "middle", [0, 3]]
 
@@ -74,26 +84,17 @@ def test_masked_is_exact_in_float32(arch: str) -> None:
 def test_masked_ramp_and_fold(arch: str) -> None:
     old = tiny_model(arch)
     new, _ = gk.grow(old, gk.GrowthSpec(n_layers=5, method="masked", depth_placement="middle"))
-    x = tokens(old)
     gk.ramp_masks(new, 0.5)
-    assert float(new.blocks[1].layer_gate) == 0.5
-    assert gk.check_preserved(old, new, x) > 1e-6  # the new layers now contribute
-    with pytest.raises(gk.GrowkitError, match="ramp them first"):
-        gk.fold_masks(new)
-    gk.ramp_masks(new, 1.0)
-    logits = new(x)[0]
-    gk.fold_masks(new)
-    assert not new.masks() and all(b.layer_gate is None for b in new.blocks)
-    assert torch.equal(new(x)[0], logits)
+    assert float(new.blocks[1].layer_gate) == 0.5  # a fresh layer's gate (the helper ramps to this same c)
+    assert_ramp_and_fold(old, new, tokens(old), c=0.5, exact=True)
+    assert all(b.layer_gate is None for b in new.blocks)
 
 
 def test_masked_new_layers_get_gradients_once_c_is_positive(arch: str) -> None:
     new, record = gk.grow(tiny_model(arch), gk.GrowthSpec(n_layers=5, method="masked"))
-    gk.ramp_masks(new, 0.1)
-    grads = live_gradients(new, record)
-    assert {n for n in grads if n.startswith("blocks.3.")} and {n for n in grads if n.startswith("blocks.4.")}
     # a key bias only shifts every score of a query by the same amount: softmax ignores it (grad ≈ 0)
-    assert all(g > 0 for n, g in grads.items() if not n.endswith("k_proj.bias")), grads
+    grads = assert_masked_units_live(new, record, ignore=("k_proj.bias",))
+    assert {n for n in grads if n.startswith("blocks.3.")} and {n for n in grads if n.startswith("blocks.4.")}
 
 
 @pytest.mark.parametrize("placement", ["top", "interleave", [1, 4]], ids=str)
@@ -119,13 +120,8 @@ def test_zero_new_layers_come_alive(arch: str) -> None:
     if arch == "bert":
         pytest.skip("zero growth of depth is refused for post-LN bert")
     new, record = gk.grow(tiny_model(arch), gk.GrowthSpec(n_layers=4, method="zero"))
-    grads = live_gradients(new, record)
-    outputs = {n: g for n, g in grads.items() if ".o_proj." in n or ".down." in n}
-    assert outputs and all(g > 0 for g in outputs.values()), grads
-    assert all(g == 0 for n, g in grads.items() if n not in outputs), grads  # blocked behind the zeros
-    torch.optim.SGD(new.parameters(), lr=0.1).step()
-    grads = live_gradients(new, record)
-    assert all(g > 0 for n, g in grads.items() if not n.endswith("k_proj.bias")), grads
+    assert_zero_units_come_alive(new, record, zero_side=("o_proj.weight", "o_proj.bias", "down.weight", "down.bias"),
+                                 rest_blocked=True, ignore=("k_proj.bias",))
 
 
 def test_copy_is_approximate_and_reports_its_error(arch: str) -> None:
@@ -185,11 +181,7 @@ def test_composed_with_d_ff_growth(arch: str) -> None:
         else:
             assert int((block.mlp.ffn_mask == 0).sum()) == 8
     assert garbage_preserves(old, new, record, keep_zeros=False) < TOL64
-    x = tokens(old)
-    gk.ramp_masks(new, 1.0)
-    logits = new(x)[0]
-    gk.fold_masks(new)
-    assert not new.masks() and torch.equal(new(x)[0], logits)
+    assert_fold_keeps_logits(new, tokens(old), exact=True)
 
 
 def test_composed_with_width_and_heads_growth(arch: str) -> None:

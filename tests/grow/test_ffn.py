@@ -6,7 +6,16 @@ import pytest
 import torch
 
 import growkit as gk
-from tests.grow.conftest import TOL64, garbage_preserves, live_gradients, tiny_model, tokens
+from tests.grow.conftest import (
+    TOL64,
+    assert_copies_diverge,
+    assert_masked_units_live,
+    assert_ramp_and_fold,
+    assert_strictly_preserved,
+    assert_zero_units_come_alive,
+    tiny_model,
+    tokens,
+)
 
 
 @pytest.mark.parametrize("new_ff", [40, 80])  # +3 (odd) and more than ×2 (split makes 3 copies of some units)
@@ -15,10 +24,7 @@ def test_strict_methods_preserve_with_garbage(arch: str, method: str, new_ff: in
     old = tiny_model(arch)
     new, record = gk.grow(old, gk.GrowthSpec(d_ff=new_ff, method=method))
     assert new.cfg.d_ff == new_ff and all(b.mlp.up.weight.shape[0] == new_ff for b in new.blocks)
-    if method == "split":  # split has no new entries: every unit is a copy; preservation is of the copies
-        assert gk.check_preserved(old, new, tokens(old)) < TOL64
-    else:
-        assert garbage_preserves(old, new, record, keep_zeros=method == "zero") < TOL64
+    assert_strictly_preserved(old, new, record, method)
 
 
 def test_copy_is_approximate_and_reports_its_error(arch: str) -> None:
@@ -44,45 +50,24 @@ def test_old_model_untouched_and_storage_not_shared(arch: str) -> None:
 def test_masked_ramp_and_fold(arch: str) -> None:
     old = tiny_model(arch)
     new, _ = gk.grow(old, gk.GrowthSpec(d_ff=45, method="masked"))
-    x = tokens(old)
-    gk.ramp_masks(new, 0.5)
-    assert gk.check_preserved(old, new, x) > 1e-6  # new units now contribute
-    with pytest.raises(gk.GrowkitError, match="ramp them first"):
-        gk.fold_masks(new)
-    gk.ramp_masks(new, 1.0)
-    logits = new(x)[0]
-    gk.fold_masks(new)
-    assert not new.masks()
-    assert torch.allclose(new(x)[0], logits, atol=1e-12, rtol=0)
+    assert_ramp_and_fold(old, new, tokens(old))
 
 
 def test_masked_new_units_get_gradients_once_c_is_positive(arch: str) -> None:
     new, record = gk.grow(tiny_model(arch), gk.GrowthSpec(d_ff=45, method="masked"))
-    gk.ramp_masks(new, 0.1)
-    grads = live_gradients(new, record)
-    assert grads and all(g > 0 for g in grads.values()), grads
+    assert_masked_units_live(new, record)
 
 
 def test_zero_new_units_come_alive(arch: str) -> None:
     """The zero side (down's new columns) gets gradient at once; after one step the random side does too."""
     new, record = gk.grow(tiny_model(arch), gk.GrowthSpec(d_ff=45, method="zero"))
-    grads = live_gradients(new, record)
-    assert all(g > 0 for n, g in grads.items() if n.endswith("down.weight")), grads
-    torch.optim.SGD(new.parameters(), lr=0.1).step()
-    grads = live_gradients(new, record)
-    assert grads and all(g > 0 for g in grads.values()), grads
+    assert_zero_units_come_alive(new, record, zero_side=("down.weight",))
 
 
 def test_split_duplicates_diverge_after_a_step(arch: str) -> None:
     old = tiny_model(arch)
     new, _ = gk.grow(old, gk.GrowthSpec(d_ff=45, method="split"))
-    up = new.blocks[0].mlp.up.weight
-    assert torch.equal(up[37], up[0])  # unit 37 is a copy of unit 0
-    opt = torch.optim.AdamW(new.parameters(), lr=1e-2)
-    x = tokens(new, seed=3)
-    new(x, x)[1].backward()
-    opt.step()
-    assert not torch.allclose(up[37], up[0])
+    assert_copies_diverge(new, new.blocks[0].mlp.up.weight, 37, 0)  # unit 37 is a copy of unit 0
 
 
 def test_record_maps_split_copies_and_scales() -> None:

@@ -9,7 +9,18 @@ import torch
 
 import growkit as gk
 from growkit.grow.head_dim import channel_source
-from tests.grow.conftest import TOL64, garbage_preserves, live_gradients, tiny_model, tokens
+from tests.grow.conftest import (
+    TOL64,
+    assert_copies_diverge,
+    assert_fold_keeps_logits,
+    assert_masked_units_live,
+    assert_ramp_and_fold,
+    assert_strictly_preserved,
+    assert_zero_units_come_alive,
+    garbage_preserves,
+    tiny_model,
+    tokens,
+)
 
 #: d_head growths per arch: gpt2/bert (d_head 10) by +3 and ×2.5 (split makes 3 copies); llama (d_head 6,
 #: RoPE) only by whole multiples, the one exact case under RoPE.
@@ -29,10 +40,7 @@ def test_d_head_strict_methods_preserve_with_garbage(arch: str) -> None:
             assert new.cfg.d_head == size and new.cfg.d_head_v == old.cfg.d_head_v
             assert attn.q_proj.weight.shape[0] == new.cfg.n_heads * size
             assert attn.k_proj.weight.shape[0] == new.cfg.n_kv_heads * size
-            if method == "split":
-                assert gk.check_preserved(old, new, tokens(old, seq=16)) < TOL64
-            else:
-                assert garbage_preserves(old, new, record, keep_zeros=method == "zero") < TOL64, (method, size)
+            assert_strictly_preserved(old, new, record, method, seq=16, msg=(method, size))
 
 
 @pytest.mark.parametrize("dim", ["d_head", "d_head_v"])
@@ -99,36 +107,18 @@ def test_d_head_masked_ramp_fold_and_liveness(arch: str) -> None:
     old = tiny_model(arch)
     new, record = gk.grow(old, gk.GrowthSpec(d_head=D_HEAD[arch][0], method="masked"))
     assert new.blocks[0].attn.qk_mask.tolist().count(0.0) == D_HEAD[arch][0] - old.cfg.d_head
-    x = tokens(old)
-    gk.ramp_masks(new, 0.1)
-    assert gk.check_preserved(old, new, x) > 1e-9
-    grads = live_gradients(new, record)
-    assert grads and all(g > 0 for g in grads.values()), grads
-    gk.ramp_masks(new, 1.0)
-    logits = new(x)[0]
-    gk.fold_masks(new)
-    assert not new.masks()
-    assert torch.allclose(new(x)[0], logits, atol=1e-12, rtol=0)
+    assert_masked_units_live(new, record, c=0.1)
+    assert_ramp_and_fold(old, new, tokens(old), c=0.1, tol=1e-9)
 
 
 def test_d_head_zero_comes_alive(arch: str) -> None:
     new, record = gk.grow(tiny_model(arch), gk.GrowthSpec(d_head=D_HEAD[arch][0], method="zero"))
-    grads = live_gradients(new, record)
-    assert all(g > 0 for n, g in grads.items() if "q_proj" in n), grads  # the zero side
-    torch.optim.SGD(new.parameters(), lr=0.1).step()
-    grads = live_gradients(new, record)
-    assert grads and all(g > 0 for g in grads.values()), grads
+    assert_zero_units_come_alive(new, record, zero_side=("q_proj.weight", "q_proj.bias"))
 
 
 def test_d_head_split_copies_diverge() -> None:
     new, _ = gk.grow(tiny_model("gpt2"), gk.GrowthSpec(d_head=13, method="split"))
-    k = new.blocks[0].attn.k_proj.weight
-    assert torch.equal(k[10], k[0])  # channel 10 of head 0 copies channel 0
-    opt = torch.optim.AdamW(new.parameters(), lr=1e-2)
-    x = tokens(new, seed=3)
-    new(x, x)[1].backward()
-    opt.step()
-    assert not torch.allclose(k[10], k[0])
+    assert_copies_diverge(new, new.blocks[0].attn.k_proj.weight, 10, 0)  # channel 10 of head 0 copies channel 0
 
 
 def test_d_head_rope_twice_with_longer_sequences() -> None:
@@ -155,10 +145,7 @@ def test_d_head_v_strict_methods_preserve_with_garbage(arch: str, extra: int) ->
         assert new.cfg.d_head_v == size and new.cfg.d_head == old.cfg.d_head
         assert attn.v_proj.weight.shape[0] == new.cfg.n_kv_heads * size
         assert attn.o_proj.weight.shape[1] == new.cfg.n_heads * size
-        if method == "split":
-            assert gk.check_preserved(old, new, tokens(old)) < TOL64
-        else:
-            assert garbage_preserves(old, new, record, keep_zeros=method == "zero") < TOL64, method
+        assert_strictly_preserved(old, new, record, method, msg=method)
 
 
 def test_d_head_v_copy_is_approximate(arch: str) -> None:
@@ -182,32 +169,16 @@ def test_d_head_v_with_gqa_record_maps() -> None:
 def test_d_head_v_masked_ramp_fold_and_liveness(arch: str) -> None:
     old = tiny_model(arch)
     new, record = gk.grow(old, gk.GrowthSpec(d_head_v=old.cfg.d_head_v + 3, method="masked"))
-    x = tokens(old)
-    gk.ramp_masks(new, 0.2)
-    grads = live_gradients(new, record)
-    assert grads and all(g > 0 for g in grads.values()), grads
-    gk.ramp_masks(new, 1.0)
-    logits = new(x)[0]
-    gk.fold_masks(new)
-    assert torch.allclose(new(x)[0], logits, atol=1e-12, rtol=0)
+    assert_masked_units_live(new, record, c=0.2)
+    assert_fold_keeps_logits(new, tokens(old))
 
 
 def test_d_head_v_zero_comes_alive_and_split_diverges(arch: str) -> None:
     old = tiny_model(arch)
     new, record = gk.grow(old, gk.GrowthSpec(d_head_v=old.cfg.d_head_v + 3, method="zero"))
-    grads = live_gradients(new, record)
-    assert all(g > 0 for n, g in grads.items() if n.endswith("o_proj.weight")), grads
-    torch.optim.SGD(new.parameters(), lr=0.1).step()
-    grads = live_gradients(new, record)
-    assert grads and all(g > 0 for g in grads.values()), grads
+    assert_zero_units_come_alive(new, record, zero_side=("o_proj.weight",))
     split, _ = gk.grow(old, gk.GrowthSpec(d_head_v=old.cfg.d_head_v + 3, method="split"))
-    v, d = split.blocks[0].attn.v_proj.weight, old.cfg.d_head_v
-    assert torch.equal(v[d], v[0])
-    opt = torch.optim.AdamW(split.parameters(), lr=1e-2)
-    x = tokens(split, seed=3)
-    split(x, x)[1].backward()
-    opt.step()
-    assert not torch.allclose(v[d], v[0])
+    assert_copies_diverge(split, split.blocks[0].attn.v_proj.weight, old.cfg.d_head_v, 0)
 
 
 def test_head_widths_together_and_with_heads(arch: str) -> None:

@@ -7,7 +7,18 @@ import torch
 
 import growkit as gk
 from growkit.grow.heads import gqa_layout
-from tests.grow.conftest import TOL64, garbage_preserves, live_gradients, tiny_model, tokens
+from tests.grow.conftest import (
+    TOL64,
+    assert_copies_diverge,
+    assert_fold_keeps_logits,
+    assert_masked_units_live,
+    assert_ramp_and_fold,
+    assert_strictly_preserved,
+    assert_zero_units_come_alive,
+    garbage_preserves,
+    tiny_model,
+    tokens,
+)
 
 #: per arch, the head growths to test: gpt2/bert (2 heads) by +1 and ×2.5 (split makes 3 copies of head 0);
 #: llama (4 query heads on 2 KV heads): (a) inside the groups, (b) in proportion, (c) regrouped with
@@ -35,10 +46,7 @@ def test_strict_methods_preserve_with_garbage(arch: str, method: str) -> None:
         assert attn.q_proj.weight.shape[0] == sizes["n_heads"] * new.cfg.d_head
         assert attn.k_proj.weight.shape[0] == kv * new.cfg.d_head
         assert attn.o_proj.weight.shape[1] == sizes["n_heads"] * new.cfg.d_head_v
-        if method == "split":  # no new entries: every head is a copy
-            assert gk.check_preserved(old, new, tokens(old)) < TOL64, sizes
-        else:
-            assert garbage_preserves(old, new, record, keep_zeros=method == "zero") < TOL64, sizes
+        assert_strictly_preserved(old, new, record, method, msg=sizes)
 
 
 @pytest.mark.parametrize("method", ["masked", "zero", "split"])
@@ -191,30 +199,17 @@ def test_kv_method_of_its_own() -> None:
 def test_masked_ramp_and_fold(arch: str) -> None:
     old = tiny_model(arch)
     new, _ = gk.grow(old, gk.GrowthSpec(**_growths(arch)[0], method="masked"))
-    x = tokens(old)
-    gk.ramp_masks(new, 0.5)
-    assert gk.check_preserved(old, new, x) > 1e-6
-    gk.ramp_masks(new, 1.0)
-    logits = new(x)[0]
-    gk.fold_masks(new)
-    assert not new.masks()
-    assert torch.allclose(new(x)[0], logits, atol=1e-12, rtol=0)
+    assert_ramp_and_fold(old, new, tokens(old))
 
 
 def test_masked_new_heads_get_gradients_once_c_is_positive(arch: str) -> None:
     new, record = gk.grow(tiny_model(arch), gk.GrowthSpec(**_growths(arch)[-1], method="masked"))
-    gk.ramp_masks(new, 0.1)
-    grads = live_gradients(new, record)
-    assert grads and all(g > 0 for g in grads.values()), grads
+    assert_masked_units_live(new, record)
 
 
 def test_zero_new_heads_come_alive(arch: str) -> None:
     new, record = gk.grow(tiny_model(arch), gk.GrowthSpec(**_growths(arch)[-1], method="zero"))
-    grads = live_gradients(new, record)
-    assert all(g > 0 for n, g in grads.items() if n.endswith("o_proj.weight")), grads
-    torch.optim.SGD(new.parameters(), lr=0.1).step()
-    grads = live_gradients(new, record)
-    assert grads and all(g > 0 for g in grads.values()), grads
+    assert_zero_units_come_alive(new, record, zero_side=("o_proj.weight",))
 
 
 def test_split_copies_diverge_after_a_step(arch: str) -> None:
@@ -224,13 +219,7 @@ def test_split_copies_diverge_after_a_step(arch: str) -> None:
     d = new.cfg.d_head
     src = record["blocks.0.attn.q_proj.weight"].index[0].view(-1, d)[:, 0] // d
     copy = int((src == 0).nonzero()[1])  # the first copy of old head 0
-    q = new.blocks[0].attn.q_proj.weight
-    assert torch.equal(q[copy * d:(copy + 1) * d], q[:d])
-    opt = torch.optim.AdamW(new.parameters(), lr=1e-2)
-    x = tokens(new, seed=3)
-    new(x, x)[1].backward()
-    opt.step()
-    assert not torch.allclose(q[copy * d:(copy + 1) * d], q[:d])
+    assert_copies_diverge(new, new.blocks[0].attn.q_proj.weight, slice(copy * d, (copy + 1) * d), slice(0, d))
 
 
 def test_split_record_scales_o_proj_by_copies() -> None:
@@ -253,10 +242,7 @@ def test_composed_heads_value_width_and_ffn_in_one_call(arch: str) -> None:
     assert new.blocks[0].attn.head_mask.shape == (cfg.n_heads, cfg.d_head_v)
     x = tokens(old)
     assert garbage_preserves(old, new, record, keep_zeros=False) < TOL64
-    gk.ramp_masks(new, 1.0)
-    logits = new(x)[0]
-    gk.fold_masks(new)
-    assert torch.allclose(new(x)[0], logits, atol=1e-12, rtol=0)
+    assert_fold_keeps_logits(new, x)
 
 
 def test_composed_value_width_keeps_new_heads_masked() -> None:

@@ -9,7 +9,18 @@ import pytest
 import torch
 
 import growkit as gk
-from tests.grow.conftest import TOL64, fill_new_entries, garbage_preserves, live_gradients, tiny_model, tokens
+from tests.grow.conftest import (
+    TOL64,
+    assert_copies_diverge,
+    assert_masked_units_live,
+    assert_ramp_and_fold,
+    assert_strictly_preserved,
+    assert_zero_units_come_alive,
+    fill_new_entries,
+    garbage_preserves,
+    tiny_model,
+    tokens,
+)
 
 # 20 → 23: +3 (odd, uneven); 40: ×2; 60: ×3 (split makes three copies of every channel)
 SIZES = (23, 40, 60)
@@ -53,22 +64,13 @@ def test_masked_bert_token_types_and_pooler() -> None:
 def test_masked_ramp_and_fold(arch: str) -> None:
     old = tiny_model(arch)
     new, _ = gk.grow(old, gk.GrowthSpec(d_model=23, method="masked"))
-    x = tokens(old)
-    gk.ramp_masks(new, 0.5)
-    assert gk.check_preserved(old, new, x) > 1e-6  # the new channels now take part
-    gk.ramp_masks(new, 1.0)
-    logits = new(x)[0]
-    gk.fold_masks(new)
-    assert not new.masks() and new.width_mask is None
-    # the mask-weighted norms at m = 1 are F.layer_norm / F.rms_norm
-    assert torch.allclose(new(x)[0], logits, atol=1e-12, rtol=0)
+    assert_ramp_and_fold(old, new, tokens(old))  # the mask-weighted norms at m = 1 are F.layer_norm / F.rms_norm
+    assert new.width_mask is None
 
 
 def test_masked_new_channels_get_gradients_once_c_is_positive(arch: str) -> None:
     new, record = gk.grow(tiny_model(arch), gk.GrowthSpec(d_model=23, method="masked"))
-    gk.ramp_masks(new, 0.1)
-    grads = live_gradients(new, record)
-    assert grads and all(g > 0 for g in grads.values()), grads
+    assert_masked_units_live(new, record)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "bert"])
@@ -109,13 +111,9 @@ def test_zero_new_channels_come_alive() -> None:
     """The zero side (the stream's writers) gets gradient at once; the readers see x_new = 0, so theirs is
     exactly 0 until one step has made the new channels non-zero; then every new entry learns."""
     new, record = gk.grow(tiny_model("llama", tie_embeddings=False), gk.GrowthSpec(d_model=23, method="zero"))
-    grads = live_gradients(new, record)
-    writers = [n for n in grads if n.endswith(("o_proj.weight", "down.weight", "tok_emb.weight"))]
-    assert len(writers) == 7 and all(grads[n] > 0 for n in writers), grads
-    assert all(grads[n] == 0 for n in grads if n not in writers), grads
-    torch.optim.SGD(new.parameters(), lr=0.1).step()
-    grads = live_gradients(new, record)
-    assert grads and all(g > 0 for g in grads.values()), grads
+    writers = assert_zero_units_come_alive(new, record, zero_side=("o_proj.weight", "down.weight", "tok_emb.weight"),
+                                           rest_blocked=True)
+    assert len(writers) == 7, writers
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -143,13 +141,7 @@ def test_split_refused_when_uneven(arch: str) -> None:
 
 def test_split_duplicates_diverge_after_a_step(arch: str) -> None:
     new, _ = gk.grow(tiny_model(arch), gk.GrowthSpec(d_model=40, method="split"))
-    o = new.blocks[0].attn.o_proj.weight
-    assert torch.equal(o[20], o[0])  # channel 20 is a copy of channel 0
-    opt = torch.optim.AdamW(new.parameters(), lr=1e-2)
-    x = tokens(new, seed=3)
-    new(x, x)[1].backward()
-    opt.step()
-    assert not torch.allclose(o[20], o[0])
+    assert_copies_diverge(new, new.blocks[0].attn.o_proj.weight, 20, 0)  # channel 20 is a copy of channel 0
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -197,18 +189,20 @@ def test_composed_with_d_ff_growth(arch: str, method: str) -> None:
     assert new.blocks[1].mlp.up.weight.shape == (74, 40) and new.blocks[1].mlp.down.weight.shape == (40, 74)
     if method == "masked":
         assert new.blocks[1].mlp.ffn_mask.shape == (74,) and new.width_mask.shape == (40,)
-        assert garbage_preserves(old, new, record, keep_zeros=False) < TOL64
-    elif method == "zero":
-        assert garbage_preserves(old, new, record, keep_zeros=True) < TOL64
-    else:
-        assert gk.check_preserved(old, new, tokens(old)) < TOL64
+    assert_strictly_preserved(old, new, record, method)
+
+
+def _masked_ramped_to_one(arch: str) -> tuple[gk.Transformer, gk.Transformer]:
+    """The tiny model, and it grown masked 20 → 23 with its new channels ramped to c = 1 (not folded)."""
+    old = tiny_model(arch)
+    mid, _ = gk.grow(old, gk.GrowthSpec(d_model=23, method="masked"))
+    gk.ramp_masks(mid, 1.0)
+    return old, mid
 
 
 def test_growing_twice(arch: str) -> None:
     """masked 20 → 23, ramp to 1; grow again before folding (the mask of ones is widened), and after folding."""
-    old = tiny_model(arch)
-    mid, _ = gk.grow(old, gk.GrowthSpec(d_model=23, method="masked"))
-    gk.ramp_masks(mid, 1.0)
+    old, mid = _masked_ramped_to_one(arch)
     again, rec = gk.grow(mid, gk.GrowthSpec(d_model=29, method="masked"))
     assert again.width_mask.tolist() == [1.0] * 23 + [0.0] * 6
     assert garbage_preserves(mid, again, rec, keep_zeros=False) < TOL64
@@ -224,9 +218,7 @@ def test_growing_twice(arch: str) -> None:
 
 
 def test_split_with_unfolded_mask_of_ones(arch: str) -> None:
-    old = tiny_model(arch)
-    mid, _ = gk.grow(old, gk.GrowthSpec(d_model=23, method="masked"))
-    gk.ramp_masks(mid, 1.0)
+    old, mid = _masked_ramped_to_one(arch)
     new, _ = gk.grow(mid, gk.GrowthSpec(d_model=46, method="split"))
     assert new.width_mask.tolist() == [1.0] * 46
     assert gk.check_preserved(mid, new, tokens(old)) < TOL64
