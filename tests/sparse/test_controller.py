@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -131,6 +132,18 @@ def test_rigl_regrows_the_blocks_with_the_largest_dense_gradient() -> None:
 
     train(model, ctl, opt, range(3, 4), on_update)
     assert len(checked) == len(ctl.block_masks)
+
+
+def test_rigl_captures_gradients_from_the_first_step() -> None:
+    model = gk.Transformer(tiny_config("llama"), seed=3)
+    opt = adamw(model)
+    ctl = sparsify(model, SparsityConfig(density=0.25, block=4, update_every=1, total_steps=4, regrow="gradient"),
+                   optimizer=opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "no gradient was captured" would fail the test
+        train(model, ctl, opt, range(1, 3))
+    ctl.step(7)  # a step number the controller did not expect, and past T: nothing to update, no warning
+    assert not ctl._capture
 
 
 def test_grace_period_protects_new_blocks_from_the_next_update() -> None:

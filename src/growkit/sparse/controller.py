@@ -104,6 +104,7 @@ class SparsityController:
             self._refresh()
             self.apply()
         self._register_hooks()
+        self._arm_capture()
 
     # -- views ---------------------------------------------------------------------------------
     @property
