@@ -1,0 +1,212 @@
+"""The growth schedules of ``growkit bench speedup``, as plain Python data.
+
+A `Schedule` is a start model (a ``[model]`` table), optional ``[data]`` / ``[train]`` overrides and a list
+of ``[[growth]]`` stage tables that trigger with ``at_fraction`` — so one schedule scales with whatever
+token budget it is run at, and every run's LR schedule decays fully at its own budget ("No Train No Gain",
+Kaddour et al. 2023). Everything else of a run (data, seed, batch, optimizer, LR schedule, evaluation)
+comes from the `Preset` and is the same for every run, so all runs see the same data in the same order.
+
+Schedules (target shape ``L`` layers × ``d`` wide, ``h`` heads, FFN ``f``):
+
+- ``scratch``: the target model from scratch (the frontier runs are this schedule at 25/50/75/100 %).
+- ``small``: a smaller model (L/2 × d/2) from scratch, trained for as many FLOPs as `MAIN` spends at the
+  same budget: does growing beat simply training a smaller model?
+- ``msg``: MSG (Yao et al. 2024): masked, function-preserving, staged FFN → depth → width (+heads, FFN)
+  with mask ramps.
+- ``zero``: Gesmundo & Maile (2023): new units zero on one side; heads + FFN, then depth + FFN (width
+  stays: zero-padded LayerNorm width cannot preserve a gpt2 model's function).
+- ``compound``: CompoundGrow (Gu et al. 2021): short inputs first, then depth (stacked) + FFN + full
+  input length in one compound stage, with an LR re-warm.
+- ``stack``: G_stack-style ×2 depth (Du et al. 2024): a half-depth, full-width model stacked once.
+- ``split``: width doubling by splitting (Net2Net / HyperCloning): d_model, heads and FFN ×2.
+- ``copy``: copy-and-pad (Zhang 2021 workflow): train a small model, grow every dimension with
+  ``copy``, continue.
+
+`schedule_toml` renders one as a ready-made ``growkit train`` config; ``tests/bench`` checks that
+``configs/<name>.toml`` / ``configs/gpt-<name>.toml`` (where present) carry the same ``[[growth]]`` stages
+as the `FULL` preset here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The schedule whose FLOPs the ``small`` baseline matches, and whose start model it relates to.
+MAIN = "msg"
+#: Every schedule, in table order.
+NAMES = ("scratch", "small", "msg", "zero", "compound", "stack", "split", "copy")
+#: Not growth schedules: reported, but not candidates for the ``best_speedup_*`` lines.
+BASELINES = ("scratch", "small")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes and budgets of one benchmark: the target model, the full token budget and the run settings."""
+
+    name: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_ff: int
+    seq_len: int
+    tokens: int
+    """The full token budget: the 100 % frontier run trains the target model on this many tokens."""
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    ramp_steps: int
+    """Mask ramp length (optimizer steps) of masked stages."""
+    eval_batches: int
+    evals_per_run: int
+    """Evaluations after step 0 in each run (at evenly spaced steps, the last at the end)."""
+    frontier: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    budgets: tuple[float, ...] = (1.0, 1.5)
+    """Default budgets (fractions of ``tokens``) of every non-scratch schedule."""
+    schedules: tuple[str, ...] = NAMES
+    """Schedules run when ``--schedules`` is not given."""
+    budget_overrides: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    dtype: str = "bfloat16"
+    seed: int = 0
+
+    @property
+    def target(self) -> dict[str, Any]:
+        """The target model's ``[model]`` table."""
+        return _gpt(self.n_layers, self.d_model, self.n_heads, self.d_ff)
+
+    def budgets_of(self, name: str) -> tuple[float, ...]:
+        """Budgets (fractions of the full token budget) at which schedule ``name`` is run."""
+        if name == "scratch":
+            return self.frontier
+        return self.budget_overrides.get(name, self.budgets)
+
+
+#: The full benchmark: a 4-layer × 256 GPT-2 (8k BPE, context 128) on the bundled Shakespeare corpus.
+#: Sized so that frontier + msg/compound/stack/split at two budgets + small fit in ~60 min on 2 CPU cores.
+FULL = Preset(name="full", n_layers=4, d_model=256, n_heads=4, d_ff=1024, seq_len=128, tokens=640_000,
+              batch_size=16, lr=2e-3, warmup_steps=15, ramp_steps=20, eval_batches=8, evals_per_run=4,
+              schedules=("scratch", "small", "msg", "compound", "stack", "split"))
+#: ``--quick``: the same pipeline on a tiny model and budget (all schedules; a smoke test, < 5 min).
+QUICK = Preset(name="quick", n_layers=2, d_model=64, n_heads=2, d_ff=256, seq_len=64, tokens=48_000,
+               batch_size=16, lr=3e-3, warmup_steps=5, ramp_steps=5, eval_batches=4, evals_per_run=3)
+#: For tests: a micro model and budget, a few seconds per run.
+MICRO = Preset(name="micro", n_layers=2, d_model=32, n_heads=2, d_ff=128, seq_len=32, tokens=8_192,
+               batch_size=8, lr=3e-3, warmup_steps=2, ramp_steps=2, eval_batches=2, evals_per_run=2,
+               schedules=("scratch", "small", "msg"))
+PRESETS = {p.name: p for p in (FULL, QUICK, MICRO)}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One schedule: start model, ``[[growth]]`` stages (``at_fraction`` triggers) and run overrides."""
+
+    name: str
+    title: str
+    model: dict[str, Any]
+    growth: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    match_flops_of: str | None = None
+    """Train for as many FLOPs as that schedule spends at the same budget (``train.max_flops``)."""
+
+
+def _gpt(n_layers: int, d_model: int, n_heads: int, d_ff: int, d_head: int | None = None) -> dict[str, Any]:
+    model: dict[str, Any] = {"arch": "gpt2", "n_layers": n_layers, "d_model": d_model, "n_heads": n_heads,
+                             "d_ff": d_ff}
+    if d_head is not None and d_head != d_model // n_heads:
+        model["d_head"] = d_head
+    return model
+
+
+def schedules(p: Preset) -> dict[str, Schedule]:
+    """Every schedule for preset ``p`` (growth targets are ``p``'s target shape), by name."""
+    L, d, h, f, r = p.n_layers, p.d_model, p.n_heads, p.d_ff, p.ramp_steps
+    target = {"n_layers": L, "d_model": d, "n_heads": h, "d_ff": f}
+    out = [
+        Schedule("scratch", "target model from scratch", p.target),
+        Schedule("small", f"{L // 2}L×{d // 2} from scratch at {MAIN}'s FLOPs", _gpt(L // 2, d // 2, h // 2, f // 2),
+                 match_flops_of=MAIN),
+        Schedule("msg", "MSG: masked FFN → depth → width (+heads, FFN), ramped", _gpt(L // 2, d // 2, h // 2, f // 4), [
+            {"at_fraction": 0.1, "grow": {"d_ff": f // 2}, "method": "masked", "ramp_steps": r},
+            {"at_fraction": 0.25, "grow": {"n_layers": L}, "method": "masked", "ramp_steps": r},
+            {"at_fraction": 0.45, "grow": {"d_model": d, "n_heads": h, "d_ff": f}, "method": "masked",
+             "ramp_steps": r},
+        ]),
+        Schedule("zero", "Gesmundo-Maile zero: heads + FFN, then depth + FFN",
+                 _gpt(L // 2, d, h // 2, f // 4, d_head=d // h), [
+            {"at_fraction": 0.2, "grow": {"n_heads": h, "d_ff": f // 2}, "method": "zero"},
+            {"at_fraction": 0.4, "grow": {"n_layers": L, "d_ff": f}, "method": "zero"},
+        ]),
+        Schedule("compound", "CompoundGrow: short inputs, then depth (stack) + FFN + length together",
+                 _gpt(L // 2, d, h, f // 2), [
+            {"at_fraction": 0.2, "grow": {}, "seq_len": p.seq_len // 2},
+            {"at_fraction": 0.4, "grow": {"n_layers": L, "d_ff": f}, "method": {"n_layers": "stack", "*": "masked"},
+             "ramp_steps": r, "seq_len": p.seq_len, "lr": "rewarm", "lr_warmup_steps": r},
+        ], data={"start_seq_len": p.seq_len // 4}),
+        Schedule("stack", "G_stack: half depth, full width, stacked ×2", _gpt(L // 2, d, h, f), [
+            {"at_fraction": 0.25, "grow": {"n_layers": L}, "method": "stack"},
+        ]),
+        Schedule("split", "width ×2 by splitting (HyperCloning)", _gpt(L, d // 2, h // 2, f // 2), [
+            {"at_fraction": 0.3, "grow": {"d_model": d, "n_heads": h, "d_ff": f}, "method": "split"},
+        ]),
+        Schedule("copy", "copy-and-pad: small model, every dimension grown with copy",
+                 _gpt(L // 2, d // 2, h // 2, f // 2), [
+            {"at_fraction": 0.3, "grow": dict(target), "method": "copy"},
+        ]),
+    ]
+    return {s.name: s for s in out}
+
+
+def run_dict(p: Preset, s: Schedule, fraction: float, run_dir: str, max_flops: float | None = None,
+             eval_every: int = 1_000_000) -> dict[str, Any]:
+    """The full ``RunConfig`` dict of schedule ``s`` at ``fraction`` of ``p``'s token budget.
+
+    ``max_flops`` replaces the token budget (the ``small`` baseline); ``eval_every`` is set by the caller
+    once the run's number of steps is known (`growkit.bench.speedup.plan_run`)."""
+    train: dict[str, Any] = {"batch_size": p.batch_size, "lr": p.lr, "warmup_steps": p.warmup_steps,
+                             "decay": "cosine", "dtype": p.dtype, "seed": p.seed, "device": "cpu"}
+    if max_flops is not None:
+        train["max_flops"] = float(max_flops)
+    else:
+        train["max_tokens"] = round(fraction * p.tokens)
+    train.update(s.train)
+    return {
+        "model": dict(s.model),
+        "data": {"tokenizer": "bpe", "seq_len": p.seq_len, **s.data},
+        "train": train,
+        "run": {"dir": run_dir, "eval_every": eval_every, "eval_batches": p.eval_batches, "log_every": 10,
+                "ckpt_every": 1_000_000_000, "keep_checkpoints": 1, "progress": False, "tensorboard": False,
+                "plots": False},
+        "growth": json.loads(json.dumps(s.growth)),
+    }
+
+
+def schedule_toml(name: str, p: Preset = FULL, fraction: float = 1.0) -> str:
+    """Schedule ``name`` of preset ``p`` at ``fraction`` of its budget as a ``growkit train`` TOML config.
+
+    The ``small`` baseline is written with the token budget (its FLOP match needs the benchmark's plan)."""
+    s = schedules(p)[name]
+    d = run_dict(p, s, fraction, f"runs/{p.name}-{name}", eval_every=100)
+    lines = [f"# growkit bench speedup schedule {name!r} ({s.title}), preset {p.name!r}, "
+             f"{fraction:g} × {p.tokens:,} tokens"]
+    for section in ("model", "data", "train", "run"):
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in d[section].items()]
+    for stage in d["growth"]:
+        lines += ["", "[[growth]]"] + [f"{k} = {_toml_value(v)}" for k, v in stage.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, dict):
+        key = lambda k: k if k.replace("_", "").isalnum() else json.dumps(k)  # noqa: E731
+        return "{ " + ", ".join(f"{key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }" if v else "{}"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
