@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from growkit.errors import GrowkitError
 
@@ -49,8 +50,9 @@ def _cmd_grow(args: argparse.Namespace) -> int:
             if c.status == "refused":
                 print(f"- {c.arch} {c.dim} {c.method}: {c.reason}")
         return 0
-    if not (args.source and args.out and args.to):
-        raise GrowkitError("growkit grow needs --from CKPT, --out DIR and at least one --to dim=size (or --matrix)")
+    if not ((args.source or args.hf) and args.out and args.to) or (args.source and args.hf):
+        raise GrowkitError("growkit grow needs --from CKPT or --hf DIR, --out DIR and at least one --to dim=size "
+                           "(or --matrix)")
     sizes = {}
     for dim, value in _parse_pairs(args.to, "--to").items():
         if not value.isdigit():
@@ -61,6 +63,8 @@ def _cmd_grow(args: argparse.Namespace) -> int:
     default = plain[-1] if plain else "masked"
     method: str | dict[str, str] = {**methods, "*": default} if methods else default
     spec = GrowthSpec.from_dict({**sizes, "method": method, "depth_placement": args.placement})
+    if args.hf:
+        return _grow_hf(args, spec)
     from growkit.train.grow_checkpoint import grow_checkpoint
 
     result = grow_checkpoint(Path(args.source), spec, Path(args.out))
@@ -70,6 +74,34 @@ def _cmd_grow(args: argparse.Namespace) -> int:
     print(f"parameters: {result['params'][0]:,} → {result['params'][1]:,}")
     print(f"max |Δlogits| (float64): {result['max_abs_dlogits']:.3e}")
     print(f"wrote {args.out}")
+    return 0
+
+
+def _grow_hf(args: argparse.Namespace, spec: Any) -> int:
+    """``growkit grow --hf IN --out OUT``: from_hf → grow → to_hf → save_pretrained (with IN's tokenizer)."""
+    import torch
+
+    from growkit.adapters import from_hf
+    from growkit.adapters.hf_io import load_pretrained, save_pretrained
+    from growkit.grow import check_preserved, grow
+
+    hf = load_pretrained(args.hf)
+    old = from_hf(hf)
+    changes = spec.changes(old.cfg)
+    masked = [d for d in changes if spec.method_for(d) == "masked"]
+    if masked:
+        raise GrowkitError(f"--hf grows a saved model in one step, and masked growth ({', '.join(masked)}) only "
+                           f"takes effect while training ramps its masks: pick --method zero, split, copy or stack")
+    new, _ = grow(old, spec)
+    tokens = torch.randint(0, old.cfg.vocab_size, (1, min(16, old.cfg.max_seq_len)),
+                           generator=torch.Generator().manual_seed(0))
+    err = check_preserved(old, new, tokens)
+    save_pretrained(new, args.out, like=hf, source=args.hf)
+    for k, (a, b) in changes.items():
+        print(f"{k}: {a} → {b}")
+    print(f"parameters: {old.num_params():,} → {new.num_params():,}")
+    print(f"max |Δlogits| (float64): {err:.3e}")
+    print(f"wrote {args.out} ({type(hf).__name__})")
     return 0
 
 
@@ -96,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("grow", help="grow a checkpoint (model + optimizer state), or print the growth matrix")
     p.add_argument("--from", dest="source", metavar="CKPT", help="a checkpoint dir, or a run dir (its latest)")
+    p.add_argument("--hf", metavar="IN_DIR", help="a Hugging Face save_pretrained folder (GPT-2, BERT, Llama) or a "
+                   ".gguf file, instead of --from: --out gets a save_pretrained folder (needs growkit[hf])")
     p.add_argument("--to", action="append", default=[], metavar="DIM=SIZE", help="target size, e.g. d_model=512")
     p.add_argument("--method", action="append", default=[], metavar="NAME|DIM=NAME",
                    help="growth method for all dimensions (masked, zero, copy, split, stack, interpolate) or one "
