@@ -92,3 +92,35 @@ def gk_logits(model: gk.Transformer, ids: torch.Tensor, token_type_ids: torch.Te
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape, (a.shape, b.shape)
     return float((a - b).abs().max())
+
+
+@pytest.fixture
+def llama_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers' Llama with its float32 islands lifted to the input dtype, to show that the ~1e-6 gap is
+    theirs, not the adapter's: RMSNorm and the eager softmax in float64, and RoPE angles in float64 with
+    cos/sin rounded to float32 — exactly growkit's own tables (`growkit.model.rope_tables`)."""
+    from transformers.models.llama import modeling_llama as ml
+
+    def rms_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+    def rope_forward(self: Any, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        inv_freq = 1.0 / c.rope_parameters["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+        freqs = position_ids[..., None].to(torch.float64) * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().float().to(x.dtype), emb.sin().float().to(x.dtype)
+
+    def eager(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+              scaling: float, dropout: float = 0.0, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        key, value = ml.repeat_kv(key, module.num_key_value_groups), ml.repeat_kv(value, module.num_key_value_groups)
+        weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            weights = weights + attention_mask
+        weights = torch.softmax(weights, dim=-1)
+        return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+    monkeypatch.setattr(ml.LlamaRMSNorm, "forward", rms_forward)
+    monkeypatch.setattr(ml.LlamaRotaryEmbedding, "forward", rope_forward)
+    monkeypatch.setattr(ml, "eager_attention_forward", eager)

@@ -210,3 +210,16 @@ def test_global_rng_untouched() -> None:
     to_hf(model)
     from_hf(hf)  # a BertModel: the growkit MLM head is initialised with its own seed
     assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_llama_exact_without_hf_float32_islands(llama_float64: None, tied: bool) -> None:
+    """The Llama tolerance (1e-6) is transformers' float32 RMSNorm / softmax / RoPE angles: lift them to
+    float64 and both directions agree to float64 rounding."""
+    hf = tiny_hf("llama", tie_word_embeddings=tied)
+    model = from_hf(hf)
+    ids = tokens(length=37)
+    assert max_diff(hf_logits(hf, ids), gk_logits(model, ids)) < 1e-12
+    other = tiny_gk("llama", seed=9, tie_embeddings=tied)
+    out = to_hf(other, attn_implementation="eager")
+    assert max_diff(hf_logits(out, ids), gk_logits(other, ids)) < 1e-12
