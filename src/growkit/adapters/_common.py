@@ -146,10 +146,16 @@ def _no_init() -> Iterator[None]:
 def build_hf(cls: Any, config: Any, dtype: torch.dtype, device: torch.device, **kwargs: Any) -> Any:
     """An HF model of ``config`` with uninitialised parameters, its ties made, in ``dtype`` on ``device``.
 
-    The global RNG is left as it was (transformers may draw from it while building).
+    The parameters are created in ``dtype`` (no conversion pass over a large model); the global RNG and
+    default dtype are left as they were (transformers may draw from the RNG while building).
     """
-    with torch.random.fork_rng(devices=[]), _no_init():
-        model = cls(config, **kwargs)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.random.fork_rng(devices=[]), _no_init():
+            model = cls(config, **kwargs)
+    finally:
+        torch.set_default_dtype(default)
     model.tie_weights()
     return model.to(dtype=dtype, device=device)
 
