@@ -1,4 +1,4 @@
-"""The ``growkit`` command: ``growkit train | grow | plot``.
+"""The ``growkit`` command: ``growkit train | grow | plot | bench``.
 
 Errors growkit raises on purpose (`GrowkitError`) are printed as one line, ``growkit: error: ...``,
 with exit status 2 and no traceback; anything else is a bug and keeps its traceback.
@@ -114,6 +114,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from growkit.bench.speedup import run_speedup
+
+    names = [n.strip() for n in args.schedules.split(",") if n.strip()] if args.schedules else None
+    out = args.out or ("runs/bench-speedup-quick" if args.quick else "runs/bench-speedup")
+    run_speedup(out, "quick" if args.quick else "full", names)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="growkit", description="Grow transformers while they train.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories (each holds metrics.jsonl)")
     p.add_argument("--out", help="output folder for the PNGs (default: RUN/plots of the first run)")
     p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("bench", help="benchmarks: growkit bench speedup")
+    bench = p.add_subparsers(dest="bench", required=True)
+    p = bench.add_parser("speedup", help="FLOPs and wall-clock saved by growth schedules vs a from-scratch frontier")
+    p.add_argument("--quick", action="store_true", help="tiny model and budget: a smoke test (< 5 min)")
+    p.add_argument("--out", help="folder of the runs and results (default runs/bench-speedup[-quick]); finished "
+                                 "runs in it are reused")
+    p.add_argument("--schedules", metavar="A,B,...", help="schedules to run besides the from-scratch frontier "
+                   "(scratch, small, msg, zero, compound, stack, split, copy; default: the preset's selection)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -193,6 +193,7 @@ def plan_run(cfg: dict[str, Any], vocab_size: int) -> Plan:
     step = tokens = 0
     flops = 0.0
 
+    per_token = _fpt(surrogate.cfg, vocab_size, seq)
     while progress(rc.train, step, tokens, flops) < 1.0:
         while done < len(stages) and stages[done].due(step, tokens, flops, progress(rc.train, step, tokens, flops)):
             spec = stages[done].spec()
@@ -202,9 +203,10 @@ def plan_run(cfg: dict[str, Any], vocab_size: int) -> Plan:
                     gk.ramp_masks(surrogate, 1.0)
                     gk.fold_masks(surrogate)
             seq = stages[done].seq_len or seq
+            per_token = _fpt(surrogate.cfg, vocab_size, seq)
             done += 1
         per_step = rc.train.batch_size * seq
-        step, tokens, flops = step + 1, tokens + per_step, flops + _fpt(surrogate.cfg, vocab_size, seq) * per_step
+        step, tokens, flops = step + 1, tokens + per_step, flops + per_token * per_step
     final = gk.TransformerConfig.from_dict({**surrogate.cfg.to_dict(), "vocab_size": vocab_size})
     return Plan(step, tokens, flops, _num_params(final))
 
