@@ -324,6 +324,8 @@ def execute(spec: RunSpec, keep_checkpoints: bool = False) -> bool:
 
     An unfinished or different run in the dir is removed and run again from the start (a clean
     wall-clock), with the trainer's output in ``RUN_DIR/bench.log``."""
+    import torch
+
     from growkit.train import RunConfig, Trainer
 
     if _finished(spec):
@@ -348,10 +350,13 @@ def execute(spec: RunSpec, keep_checkpoints: bool = False) -> bool:
     with open(run_dir / "bench.log", "w") as log, contextlib.redirect_stdout(log):
         trainer = _BenchTrainer(cfg)
         trainer.eval_seconds = []
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         trainer.fit()
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    # CPU seconds per wall second per thread: well below 1 means other processes took the cores
+    cpu_share = cpu / max(wall * torch.get_num_threads(), 1e-9)
     info = {"config": _normalized(spec.config), "eval_seconds": trainer.eval_seconds, "wall_s": wall,
+            "cpu_share": cpu_share, "threads": torch.get_num_threads(),
             "params": trainer.model.num_params(), "final_model": trainer.model_cfg.to_dict()}
     (run_dir / BENCH_FILE).write_text(json.dumps(info, indent=1))
     if not keep_checkpoints:
@@ -393,6 +398,7 @@ def read_result(spec: RunSpec, reused: bool = False) -> RunResult:
     return RunResult(spec.name, spec.schedule, spec.fraction, curve, int(info["params"]), int(evals[-1]["tokens"]),
                      max(jumps) if jumps else None, reused,
                      extra={"wall_s": info.get("wall_s"), "eval_s": sum(info["eval_seconds"]),
+                            "cpu_share": info.get("cpu_share"),
                             "steps": evals[-1]["step"], "final_model": info.get("final_model")})
 
 
@@ -542,6 +548,9 @@ def run_speedup(out: str | Path, preset: str | Preset = "full", names: Sequence[
         r = read_result(spec, reused)
         results.append(r)
         what = "reused" if reused else f"{time.perf_counter() - t0:.0f} s"
+        share = r.extra.get("cpu_share")
+        if share is not None:
+            what += f", CPU share {share:.2f}" + (" — the cores were shared: wall-clock is slow" if share < 0.8 else "")
         log(f"[{i}/{len(specs)}] {spec.name}: {spec.plan.steps} steps, {r.tokens:,} tokens, "
             f"{r.end.flops:.3g} FLOPs, val loss {r.end.loss:.4f}, train {r.end.time_s:.0f} s ({what})")
     summary = summarize(results)
