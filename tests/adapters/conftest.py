@@ -42,9 +42,18 @@ def hf_config(arch: str, **overrides: Any) -> Any:
               intermediate_size=37, max_position_embeddings=40, rms_norm_eps=1e-6, tie_word_embeddings=False,
               rope_parameters={"rope_type": "default", "rope_theta": 5000.0})
     kw.update(overrides)
-    if transformers.__version__.startswith("4."):
-        kw["rope_theta"] = kw.pop("rope_parameters")["rope_theta"]
+    if transformers.__version__.startswith("4."):  # transformers 4: rope_theta and rope_scaling
+        rope = dict(kw.pop("rope_parameters"))
+        kw["rope_theta"] = rope.pop("rope_theta")
+        if rope["rope_type"] != "default":
+            kw["rope_scaling"] = rope
     return transformers.LlamaConfig(**kw)
+
+
+def rope_theta(config: Any) -> float:
+    """RoPE theta of a LlamaConfig in transformers 4 or 5."""
+    params = getattr(config, "rope_parameters", None)
+    return params["rope_theta"] if isinstance(params, dict) else config.rope_theta
 
 
 HF_CLASS = {"gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM", "llama": "LlamaForCausalLM"}
@@ -107,7 +116,7 @@ def llama_float64(monkeypatch: pytest.MonkeyPatch) -> None:
     def rope_forward(self: Any, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
         dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-        inv_freq = 1.0 / c.rope_parameters["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+        inv_freq = 1.0 / rope_theta(c) ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
         freqs = position_ids[..., None].to(torch.float64) * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().float().to(x.dtype), emb.sin().float().to(x.dtype)

@@ -19,7 +19,7 @@ from tests.adapters.conftest import hf_logits, max_diff, tiny_hf, tokens, transf
 def test_grow_hf_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str], arch: str, args: list[str],
                         tol: float) -> None:
     hf = tiny_hf(arch, seed=2)
-    src, out = tmp_path / "in", tmp_path / "out"
+    src, out = tmp_path / "small", tmp_path / "grown"
     hf.save_pretrained(src)
     (src / "tokenizer.json").write_text("{}")  # stands in for a tokenizer: copied along
     assert main(["grow", "--hf", str(src), *args, "--out", str(out)]) == 0
@@ -37,7 +37,7 @@ def test_grow_hf_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str], arch
 
 
 def test_grow_hf_refuses_masked_and_bad_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = tmp_path / "in"
+    src = tmp_path / "small"
     tiny_hf("gpt2").save_pretrained(src)
     assert main(["grow", "--hf", str(src), "--to", "d_ff=64", "--out", str(tmp_path / "o")]) == 2
     assert "pick --method zero, split, copy or stack" in capsys.readouterr().err

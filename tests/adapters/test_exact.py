@@ -14,6 +14,7 @@ from tests.adapters.conftest import (
     gk_logits,
     hf_logits,
     max_diff,
+    rope_theta,
     tiny_gk,
     tiny_hf,
     tokens,
@@ -126,7 +127,7 @@ def test_llama_tied_and_untied(tied: bool) -> None:
     assert (out.lm_head.weight is out.model.embed_tokens.weight) is tied
     c = out.config
     assert (c.head_dim, c.num_key_value_heads, c.rms_norm_eps, c.tie_word_embeddings) == (10, 2, 3e-6, tied)
-    assert c.rope_parameters["rope_theta"] == 777.0
+    assert rope_theta(c) == 777.0
     assert max_diff(hf_logits(out, ids), gk_logits(model, ids)) < 1e-6
 
 

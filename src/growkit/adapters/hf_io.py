@@ -1,6 +1,6 @@
 """Hugging Face folders and GGUF files in, ``save_pretrained`` folders out (what ``growkit grow --hf`` uses).
 
-    hf = load_pretrained("path/to/dir")                 # or "path/to/model.gguf" (needs the gguf package)
+    hf = load_pretrained("path/to/dir")                 # or "path/to/model.gguf" (pip install gguf accelerate)
     model = from_hf(hf)                                 # ... grow it ...
     save_pretrained(big, "out/dir", like=hf, source="path/to/dir")
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from growkit.adapters import CLASSES, to_hf
-from growkit.adapters._common import transformers_module
+from growkit.adapters._common import transformers_major, transformers_module
 from growkit.errors import GrowkitError
 from growkit.model import Transformer
 
@@ -40,7 +40,8 @@ def _split_gguf(path: Path) -> tuple[Path, dict[str, str]]:
 
 def load_pretrained(path: str | Path, **kwargs: Any) -> Any:
     """The HF model saved in ``path`` (a save_pretrained folder, or a ``.gguf`` file, dequantized to float32),
-    loaded with the supported class its config names, in eval mode. ``kwargs`` go to ``from_pretrained``."""
+    loaded with the supported class its config names, in its saved dtype, in eval mode. ``kwargs`` go to
+    ``from_pretrained``."""
     tf = transformers_module()
     folder, extra = _split_gguf(Path(path))
     config = tf.AutoConfig.from_pretrained(folder, local_files_only=True, **extra)
@@ -52,9 +53,11 @@ def load_pretrained(path: str | Path, **kwargs: Any) -> Any:
     if not names:
         raise GrowkitError(f"{path} holds a {config.model_type!r} model ({', '.join(architectures) or 'no class'}): "
                            f"growkit converts {', '.join(CLASSES)}")
+    if not ({"dtype", "torch_dtype"} & kwargs.keys()):  # keep the saved dtype (transformers 5's default)
+        kwargs["dtype" if transformers_major() >= 5 else "torch_dtype"] = "auto"
     try:
         model = getattr(tf, names[0]).from_pretrained(folder, local_files_only=True, **extra, **kwargs)
-    except ImportError as e:
+    except (ImportError, ValueError, OSError) as e:  # e.g. a GGUF without `pip install gguf accelerate`
         raise GrowkitError(f"cannot load {path}: {e}") from e
     return model.eval()
 
