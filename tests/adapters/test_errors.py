@@ -24,6 +24,7 @@ def test_subclass_of_a_supported_class_converts() -> None:
 
     model = from_hf(MyLlama(hf_config("llama")))
     assert model.cfg.arch == "llama"
+    assert type(to_hf(model, MyLlama)) is MyLlama
 
 
 @pytest.mark.parametrize("arch,overrides,match", [

@@ -160,8 +160,10 @@ def to_hf(model: Transformer, hf_class: str | type | None = None, *, base_config
             f"and fold them (gk.ramp_masks(model, 1.0); gk.fold_masks(model)), which keeps the function — then "
             f"export")
     cfg = model.cfg
-    name = hf_class if isinstance(hf_class, str) else (hf_class.__name__ if hf_class is not None else None)
-    name = name or hf_class_for(model)
+    if isinstance(hf_class, type):  # a supported class or a subclass of one
+        name = next((k.__name__ for k in hf_class.__mro__ if k.__name__ in CLASSES), hf_class.__name__)
+    else:
+        name = hf_class or hf_class_for(model)
     family = _ARCH[cfg.arch]
     if name not in family.CLASSES:
         raise GrowkitError(f"a growkit {cfg.arch!r} model exports as {' or '.join(family.CLASSES)}, not {name}")

@@ -84,7 +84,7 @@ def activation_to_hf(activation: str, default_tanh: str, base: dict[str, Any], f
 #: Config keys never carried over from a base config: they describe the old object, not the new one.
 _NOT_CARRIED = {"architectures", "_name_or_path", "_model_name_or_path", "name_or_path", "transformers_version",
                 "model_type", "quantization_config", "torch_dtype", "dtype", "_attn_implementation_autoset",
-                "_commit_hash", "auto_map", "rope_scaling", "rope_parameters", "rope_theta"}
+                "_commit_hash", "auto_map", "rope_scaling", "rope_parameters", "rope_theta", "n_ctx"}
 
 
 def base_dict(base: Any, model_type: str) -> dict[str, Any]:
