@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+FIXED = ["--config", str(Path(__file__).parents[1] / "configs" / "gpt-tiny.toml")]
 TINY = ["--set", "model.n_layers=1", "--set", "model.d_model=32", "--set", "model.n_heads=2",
         "--set", "data.seq_len=32", "--set", "train.batch_size=4", "--set", "run.eval_batches=2",
         "--set", "run.progress=false"]
@@ -37,7 +38,7 @@ def test_train_with_config_and_overrides_then_plot(tmp_path: Path) -> None:
     assert (run_dir / "plots" / "val_loss_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
 
     other = tmp_path / "other"
-    assert growkit("train", *TINY, "--set", "train.max_steps=5", "--set", f"run.dir={other}").returncode == 0
+    assert growkit("train", *FIXED, *TINY, "--set", "train.max_steps=5", "--set", f"run.dir={other}").returncode == 0
     plots = tmp_path / "plots"
     out = growkit("plot", str(run_dir), str(other), "--out", str(plots))
     assert out.returncode == 0, out.stderr
@@ -45,8 +46,22 @@ def test_train_with_config_and_overrides_then_plot(tmp_path: Path) -> None:
         assert (plots / name).stat().st_size > 5000
 
 
+def test_main_job_without_config_grows_in_three_stages(tmp_path: Path) -> None:
+    out = growkit("train", "--set", "train.max_steps=12", "--set", "train.batch_size=2", "--set", "data.seq_len=32",
+                  "--set", "run.eval_batches=1", "--set", "run.progress=false", "--set", f"run.dir={tmp_path}",
+                  "--set", "run.plots=false")
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events] == [2, 3, 6]  # at_fraction 0.1, 0.25, 0.45 of 12 steps
+    # masked growth is exact at c = 0 (fp32); the later stages come before the 30-step ramps end in this short
+    # run, so each first completes the running ramp (c jumps to 1) and their jumps are not zero
+    assert abs(events[0]["loss_jump"]) < 1e-4
+    assert json.loads((tmp_path / "config.json").read_text())["growth"][2]["grow"]["d_model"] == 128
+
+
 def test_resume_continues_a_run(tmp_path: Path) -> None:
-    run = ["train", *TINY, "--set", f"run.dir={tmp_path}", "--set", "run.eval_every=3", "--set", "run.plots=false"]
+    run = ["train", *FIXED, *TINY, "--set", f"run.dir={tmp_path}", "--set", "run.eval_every=3",
+           "--set", "run.plots=false"]
     assert growkit(*run, "--set", "train.max_steps=3").returncode == 0
     out = growkit(*run, "--set", "train.max_steps=6", "--resume")
     assert out.returncode == 0, out.stderr
@@ -56,7 +71,7 @@ def test_resume_continues_a_run(tmp_path: Path) -> None:
 
 def test_grow_a_checkpoint_and_print_the_matrix(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert growkit("train", *TINY, "--set", "train.max_steps=2", "--set", f"run.dir={run}").returncode == 0
+    assert growkit("train", *FIXED, *TINY, "--set", "train.max_steps=2", "--set", f"run.dir={run}").returncode == 0
     out = growkit("grow", "--from", str(run), "--to", "d_ff=600", "--to", "n_layers=2", "--method", "zero",
                   "--out", str(tmp_path / "grown"))
     assert out.returncode == 0, out.stderr

@@ -17,7 +17,7 @@ from growkit.errors import GrowkitError
 def _cmd_train(args: argparse.Namespace) -> int:
     from growkit.train import RunConfig, train
 
-    cfg = RunConfig.from_toml(args.config, args.set) if args.config else RunConfig.default(args.set)
+    cfg = RunConfig.from_toml(args.config, args.set) if args.config else RunConfig.main(args.set)
     result = train(cfg, resume=args.resume_from or args.resume)
     print(f"run dir: {result['run_dir']}")
     for p in result["plots"]:
@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="run a (progressive) pre-training run from a TOML config")
-    p.add_argument("--config", "-c", help="TOML run config (default: the built-in tiny GPT run on Shakespeare)")
+    p.add_argument("--config", "-c", help="TOML run config (default: the main job, configs/gpt-tiny-msg.toml: "
+                                          "a tiny GPT grown progressively with MSG on Shakespeare)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key, e.g. --set train.max_steps=50 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in run.dir from its latest checkpoint")

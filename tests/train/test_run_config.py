@@ -125,3 +125,12 @@ def test_shipped_configs_are_valid(path: Path) -> None:
 def test_default_run_is_configs_gpt_tiny() -> None:
     shipped = RunConfig.from_toml(Path(__file__).parents[2] / "configs" / "gpt-tiny.toml")
     assert shipped == RunConfig()
+
+
+def test_main_job_is_configs_gpt_tiny_msg_and_grows_to_gpt_tiny() -> None:
+    shipped = RunConfig.from_toml(Path(__file__).parents[2] / "configs" / "gpt-tiny-msg.toml")
+    assert shipped == RunConfig.main() and len(shipped.stages()) == 3
+    final = dict(shipped.model)
+    for stage in shipped.stages():
+        final.update(stage.grow)
+    assert final == RunConfig().model  # the progressive run ends at the fixed run's size

@@ -210,9 +210,31 @@ class RunConfig:
         return cls.from_dict(apply_overrides(d, overrides))
 
     @classmethod
+    def main(cls, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+        """The main job, what ``growkit train`` runs without --config (= configs/gpt-tiny-msg.toml): the
+        default run's model grown progressively from 2 layers × 64 with MSG stages."""
+        return cls.from_dict(apply_overrides(MAIN_RUN, overrides))
+
+    @classmethod
     def default(cls, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
         """The built-in run (gpt2, 4 layers × 128, 600 steps on Shakespeare) with overrides applied."""
         return cls.from_dict(apply_overrides(cls().to_dict(), overrides))
+
+
+_MSG_RAMP = 30
+#: The main job: configs/gpt-tiny-msg.toml (a test keeps the two equal).
+MAIN_RUN: dict[str, Any] = {
+    "model": {"arch": "gpt2", "n_layers": 2, "d_model": 64, "n_heads": 2, "d_ff": 128},
+    "data": {"tokenizer": "bpe", "seq_len": 128},
+    "train": {"max_steps": 600, "batch_size": 16, "lr": 1e-3, "warmup_steps": 100, "decay": "cosine"},
+    "run": {"dir": "runs/gpt-tiny-msg", "eval_every": 100},
+    "growth": [
+        {"at_fraction": 0.1, "grow": {"d_ff": 256}, "method": "masked", "ramp_steps": _MSG_RAMP},
+        {"at_fraction": 0.25, "grow": {"n_layers": 4}, "method": "masked", "ramp_steps": _MSG_RAMP},
+        {"at_fraction": 0.45, "grow": {"d_model": 128, "n_heads": 4, "d_ff": 512}, "method": "masked",
+         "ramp_steps": _MSG_RAMP},
+    ],
+}
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
