@@ -8,6 +8,7 @@
 Note: ``gk.train`` is the function; the subpackage is reached as ``from growkit.train import ...``.
 """
 
+from growkit import adapters  # from_hf / to_hf; transformers itself is imported only when they are called
 from growkit.config import TransformerConfig
 from growkit.errors import GrowkitError
 from growkit.grow import GrowthSpec, carry_optimizer_state, check_preserved, fold_masks, grow, ramp_masks
@@ -18,6 +19,6 @@ from growkit.train import RunConfig, Trainer
 from growkit.train import train as train  # the function shadows the subpackage attribute on purpose
 
 __all__ = ["GrowkitError", "GrowthRecord", "GrowthSpec", "RunConfig", "SparsityConfig", "SparsityController",
-           "Trainer", "Transformer", "TransformerConfig", "carry_optimizer_state", "check_preserved", "fold_masks",
-           "grow", "ramp_masks", "sparsify", "train"]
+           "Trainer", "Transformer", "TransformerConfig", "adapters", "carry_optimizer_state", "check_preserved",
+           "fold_masks", "grow", "ramp_masks", "sparsify", "train"]
 __version__ = "0.1.0"
