@@ -237,6 +237,8 @@ class RunSpec:
     fraction: float
     config: dict[str, Any]
     plan: Plan
+    threads: int = 2
+    """Torch CPU threads the run trains with (part of what makes it reproducible)."""
 
 
 @dataclass
@@ -287,7 +289,7 @@ def _spec(preset: Preset, s: Schedule, frac: float, out: Path, vocab_size: int,
     cfg = run_dict(preset, s, frac, run_dir, max_flops=max_flops)
     plan = plan_run(cfg, vocab_size)
     cfg["run"]["eval_every"] = max(1, math.ceil(plan.steps / preset.evals_per_run))
-    return RunSpec(run_name, s.name, frac, cfg, plan)
+    return RunSpec(run_name, s.name, frac, cfg, plan, preset.threads)
 
 
 def _normalized(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -310,7 +312,7 @@ def _finished(spec: RunSpec) -> bool:
         info = json.loads(bench.read_text())
     except json.JSONDecodeError:
         return False
-    if info.get("config") != _normalized(spec.config):
+    if info.get("config") != _normalized(spec.config) or info.get("threads") != spec.threads:
         return False
     evals = [r for r in read_jsonl(metrics) if "val_loss" in r]
     if not evals or len(info.get("eval_seconds", [])) < len(evals):
@@ -347,16 +349,21 @@ def execute(spec: RunSpec, keep_checkpoints: bool = False) -> bool:
             return out
 
     cfg = RunConfig.from_dict(spec.config)
-    with open(run_dir / "bench.log", "w") as log, contextlib.redirect_stdout(log):
-        trainer = _BenchTrainer(cfg)
-        trainer.eval_seconds = []
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        trainer.fit()
-        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        with open(run_dir / "bench.log", "w") as log, contextlib.redirect_stdout(log):
+            trainer = _BenchTrainer(cfg)
+            trainer.eval_seconds = []
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            trainer.fit()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        torch.set_num_threads(threads)
     # CPU seconds per wall second per thread: well below 1 means other processes took the cores
-    cpu_share = cpu / max(wall * torch.get_num_threads(), 1e-9)
+    cpu_share = cpu / max(wall * spec.threads, 1e-9)
     info = {"config": _normalized(spec.config), "eval_seconds": trainer.eval_seconds, "wall_s": wall,
-            "cpu_share": cpu_share, "threads": torch.get_num_threads(),
+            "cpu_share": cpu_share, "threads": spec.threads,
             "params": trainer.model.num_params(), "final_model": trainer.model_cfg.to_dict()}
     (run_dir / BENCH_FILE).write_text(json.dumps(info, indent=1))
     if not keep_checkpoints:
@@ -369,15 +376,22 @@ def warm_up(preset: Preset, steps: int = 4) -> None:
     one-time start-up costs (kernel selection, allocator growth, page faults)."""
     import tempfile
 
+    import torch
+
     from growkit.train import RunConfig, Trainer
 
     with tempfile.TemporaryDirectory(prefix="growkit-bench-warmup-") as tmp:
         cfg = run_dict(preset, schedules(preset)["scratch"], 1.0, str(Path(tmp) / "run"))
         cfg["train"]["max_tokens"] = steps * preset.batch_size * preset.seq_len
-        with open(Path(tmp) / "log", "w") as log, contextlib.redirect_stdout(log):
-            trainer = Trainer(RunConfig.from_dict(cfg))
-            for _ in range(steps):
-                trainer.train_step()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(preset.threads)
+        try:
+            with open(Path(tmp) / "log", "w") as log, contextlib.redirect_stdout(log):
+                trainer = Trainer(RunConfig.from_dict(cfg))
+                for _ in range(steps):
+                    trainer.train_step()
+        finally:
+            torch.set_num_threads(threads)
 
 
 def read_result(spec: RunSpec, reused: bool = False) -> RunResult:
@@ -537,7 +551,7 @@ def run_speedup(out: str | Path, preset: str | Preset = "full", names: Sequence[
     total_flops = sum(s.plan.flops for s in specs)
     log(f"growkit bench speedup: preset {p.name!r} — target gpt2 {p.n_layers}L × {p.d_model} (d_ff {p.d_ff}, "
         f"{p.n_heads} heads), context {p.seq_len}, full budget {p.tokens:,} tokens; {len(specs)} runs, "
-        f"{total_flops:.3g} training FLOPs planned; out: {out}")
+        f"{total_flops:.3g} training FLOPs planned, {p.threads} CPU thread(s); out: {out}")
     results: list[RunResult] = []
     started = time.perf_counter()
     if not all(_finished(s) for s in specs):
