@@ -69,12 +69,16 @@ def _cmd_grow(args: argparse.Namespace) -> int:
 
     result = grow_checkpoint(Path(args.source), spec, Path(args.out))
     changed = {k: (v, result["new"][k]) for k, v in result["old"].items() if result["new"][k] != v}
-    for k, (a, b) in changed.items():
-        print(f"{k}: {a} → {b}")
-    print(f"parameters: {result['params'][0]:,} → {result['params'][1]:,}")
-    print(f"max |Δlogits| (float64): {result['max_abs_dlogits']:.3e}")
-    print(f"wrote {args.out}")
+    _report_growth(changed, result["params"], result["max_abs_dlogits"], str(args.out))
     return 0
+
+
+def _report_growth(changes: dict[str, tuple[Any, Any]], params: tuple[int, int], err: float, wrote: str) -> None:
+    for k, (a, b) in changes.items():
+        print(f"{k}: {a} → {b}")
+    print(f"parameters: {params[0]:,} → {params[1]:,}")
+    print(f"max |Δlogits| (float64): {err:.3e}")
+    print(f"wrote {wrote}")
 
 
 def _grow_hf(args: argparse.Namespace, spec: Any) -> int:
@@ -97,11 +101,7 @@ def _grow_hf(args: argparse.Namespace, spec: Any) -> int:
                            generator=torch.Generator().manual_seed(0))
     err = check_preserved(old, new, tokens)
     save_pretrained(new, args.out, like=hf, source=args.hf)
-    for k, (a, b) in changes.items():
-        print(f"{k}: {a} → {b}")
-    print(f"parameters: {old.num_params():,} → {new.num_params():,}")
-    print(f"max |Δlogits| (float64): {err:.3e}")
-    print(f"wrote {args.out} ({type(hf).__name__})")
+    _report_growth(changes, (old.num_params(), new.num_params()), err, f"{args.out} ({type(hf).__name__})")
     return 0
 
 
