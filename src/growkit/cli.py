@@ -119,7 +119,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     names = [n.strip() for n in args.schedules.split(",") if n.strip()] if args.schedules else None
     out = args.out or ("runs/bench-speedup-quick" if args.quick else "runs/bench-speedup")
-    run_speedup(out, "quick" if args.quick else "full", names)
+    run_speedup(out, "quick" if args.quick else "full", names, remeasure=args.remeasure)
     return 0
 
 
@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "runs in it are reused")
     p.add_argument("--schedules", metavar="A,B,...", help="schedules to run besides the from-scratch frontier "
                    "(scratch, small, msg, zero, compound, stack, split, copy; default: the preset's selection)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="run again the finished runs whose cores were shared with other processes (keeps the faster)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

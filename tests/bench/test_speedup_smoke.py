@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,10 @@ def test_rerun_reuses_finished_runs_and_redoes_unfinished(micro: tuple[Path, dic
     before = {r["name"]: r["final_val_loss"] for r in data["runs"]}
     after = {r["name"]: r["final_val_loss"] for r in again["runs"]}
     assert after == before  # same seed and data order: the re-run reproduces the loss exactly
+    # a moved benchmark folder is still the same benchmark
+    moved = out.parent / "moved"
+    shutil.copytree(out, moved)
+    assert all(r["reused"] for r in run_speedup(moved, "micro", log=lambda _: None)["runs"])
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,3 +95,18 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["bench", "speedup", "--schedules", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown schedule" in capsys.readouterr().err
+
+
+def test_remeasure_reruns_only_contended_runs(micro: tuple[Path, dict, list[str]]) -> None:
+    out, data, _ = micro
+    bench = out / "scratch-050" / "bench.json"
+    info = json.loads(bench.read_text())
+    bench.write_text(json.dumps({**info, "cpu_share": 0.3}))
+    lines: list[str] = []
+    again = run_speedup(out, "micro", log=lines.append, remeasure=True)
+    reused = {r["name"]: r["reused"] for r in again["runs"]}
+    assert reused.pop("scratch-050") is False
+    assert all(reused.values())
+    assert {r["name"]: r["final_val_loss"] for r in again["runs"]} == \
+           {r["name"]: r["final_val_loss"] for r in data["runs"]}
+    assert not (out / "scratch-050.prev").exists()
