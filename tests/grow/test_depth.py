@@ -3,6 +3,7 @@ logits with garbage new weights at every placement; stack / interpolate copy the
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -199,7 +200,9 @@ def test_composed_with_width_and_heads_growth(arch: str) -> None:
 def test_growth_twice_with_fold_between(arch: str) -> None:
     old = tiny_model(arch)
     mid, record = gk.grow(old, gk.GrowthSpec(n_layers=5, method="masked", depth_placement="interleave"))
-    assert garbage_preserves(old, mid, record, keep_zeros=False) < TOL64
+    # garbage on a copy: folded garbage layers would blow the residual stream up to ~1e7, where float64
+    # rounding of the second growth alone reaches 1e-8
+    assert garbage_preserves(old, copy.deepcopy(mid), record, keep_zeros=False) < TOL64
     with pytest.raises(gk.GrowkitError, match="fold them"):
         gk.grow(mid, gk.GrowthSpec(n_layers=8))
     gk.ramp_masks(mid, 1.0)
