@@ -1,14 +1,24 @@
-"""The benchmark's schedules: valid for the growth operators, ending at the target shape, and the same
-``[[growth]]`` stages as the ready-made ``configs/`` of the same name (where those exist)."""
+"""The benchmark's schedules: valid for the growth operators, ending at the target shape, and shipped
+verbatim as the ready-made ``configs/gpt-<name>.toml``."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from growkit.bench.schedules import FULL, MICRO, NAMES, PRESETS, QUICK, run_dict, schedule_toml, schedules
+from growkit.bench.schedules import (
+    CONFIG_SCHEDULES,
+    FULL,
+    MICRO,
+    NAMES,
+    PRESETS,
+    QUICK,
+    run_dict,
+    schedule_toml,
+    schedules,
+    write_configs,
+)
 from growkit.bench.speedup import plan_run
 from growkit.train import RunConfig
 from growkit.train.growth import parse_stages
@@ -61,18 +71,16 @@ def test_schedule_toml_round_trips(name: str, tmp_path: Path) -> None:
     assert cfg.train.max_tokens == FULL.tokens
 
 
-def _config_files(name: str) -> list[Path]:
-    return [p for p in (CONFIGS / f"{name}.toml", CONFIGS / f"gpt-{name}.toml") if p.is_file()]
+@pytest.mark.parametrize("name", CONFIG_SCHEDULES)
+def test_configs_are_the_schedules(name: str) -> None:
+    """``configs/gpt-<name>.toml`` is exactly what ``python -m growkit.bench.schedules configs`` writes."""
+    path = CONFIGS / f"gpt-{name}.toml"
+    assert path.read_text() == schedule_toml(name), f"{path.name} is stale: python -m growkit.bench.schedules configs"
+    cfg = RunConfig.from_toml(path)
+    assert cfg.stages() == parse_stages(schedules(FULL)[name].growth)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_configs_match_schedules(name: str) -> None:
-    """``configs/<name>.toml`` or ``configs/gpt-<name>.toml``, if present, carries the FULL preset's
-    stages (``growkit.bench.schedules.schedule_toml(name)`` writes such a file)."""
-    files = _config_files(name)
-    if not files:
-        pytest.skip(f"no configs/{name}.toml or configs/gpt-{name}.toml")
-    expected = parse_stages(schedules(FULL)[name].growth)
-    for path in files:
-        raw = tomllib.loads(path.read_text())
-        assert parse_stages(raw.get("growth", [])) == expected, f"{path.name}: [[growth]] differs from schedules.py"
+def test_write_configs(tmp_path: Path) -> None:
+    written = write_configs(tmp_path)
+    assert [p.name for p in written] == [f"gpt-{n}.toml" for n in CONFIG_SCHEDULES]
+    assert all(p.read_text() == schedule_toml(n) for p, n in zip(written, CONFIG_SCHEDULES, strict=True))

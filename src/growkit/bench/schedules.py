@@ -22,16 +22,19 @@ Schedules (target shape ``L`` layers × ``d`` wide, ``h`` heads, FFN ``f``):
 - ``copy``: copy-and-pad (Zhang 2021 workflow): train a small model, grow every dimension with
   ``copy``, continue.
 
-`schedule_toml` renders one as a ready-made ``growkit train`` config; ``tests/bench`` checks that
-``configs/<name>.toml`` / ``configs/gpt-<name>.toml`` (where present) carry the same ``[[growth]]`` stages
-as the `FULL` preset here.
+`schedule_toml` renders one as a ready-made ``growkit train`` config, and ``python -m
+growkit.bench.schedules configs/`` writes them all as ``configs/gpt-<name>.toml`` (`CONFIG_SCHEDULES`);
+``tests/bench`` checks that the shipped files are exactly what this module renders for the `FULL` preset.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from growkit.io import atomic_write_text
 
 #: The schedule whose FLOPs the ``small`` baseline matches, and whose start model it relates to.
 MAIN = "msg"
@@ -39,6 +42,8 @@ MAIN = "msg"
 NAMES = ("scratch", "small", "msg", "zero", "compound", "stack", "split", "copy")
 #: Not growth schedules: reported, but not candidates for the ``best_speedup_*`` lines.
 BASELINES = ("scratch", "small")
+#: Schedules shipped as ready-made ``configs/gpt-<name>.toml`` (``small`` needs the benchmark's FLOP match).
+CONFIG_SCHEDULES = ("scratch", "msg", "zero", "compound", "stack", "split", "copy")
 
 
 @dataclass(frozen=True)
@@ -193,9 +198,13 @@ def schedule_toml(name: str, p: Preset = FULL, fraction: float = 1.0) -> str:
 
     The ``small`` baseline is written with the token budget (its FLOP match needs the benchmark's plan)."""
     s = schedules(p)[name]
-    d = run_dict(p, s, fraction, f"runs/{p.name}-{name}", eval_every=100)
-    lines = [f"# growkit bench speedup schedule {name!r} ({s.title}), preset {p.name!r}, "
-             f"{fraction:g} × {p.tokens:,} tokens"]
+    d = run_dict(p, s, fraction, f"runs/gpt-{name}")
+    d["train"].pop("device")  # a user's run picks its device; the benchmark pins the CPU
+    # checkpoints, plots and the progress bar at their defaults (the benchmark turns them off)
+    d["run"] = {"dir": d["run"]["dir"], "eval_every": 50, "eval_batches": p.eval_batches}
+    lines = [f"# growkit bench speedup schedule {name!r}: {s.title}.",
+             f"# Preset {p.name!r}: {fraction:g} × {p.tokens:,} tokens; written by "
+             f"`python -m growkit.bench.schedules configs` (a test keeps it equal to growkit/bench/schedules.py)."]
     for section in ("model", "data", "train", "run"):
         lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in d[section].items()]
     for stage in d["growth"]:
@@ -216,3 +225,20 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def write_configs(directory: str | Path, p: Preset = FULL) -> list[Path]:
+    """Write every schedule of `CONFIG_SCHEDULES` as ``directory/gpt-<name>.toml``; returns the paths."""
+    out = []
+    for name in CONFIG_SCHEDULES:
+        path = Path(directory) / f"gpt-{name}.toml"
+        atomic_write_text(path, schedule_toml(name, p))
+        out.append(path)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    for written in write_configs(sys.argv[1] if len(sys.argv) > 1 else "configs"):
+        print(f"wrote {written}")
