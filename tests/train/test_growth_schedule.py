@@ -108,6 +108,22 @@ def test_new_entries_get_their_own_lr_warmup_and_resume_exactly(tmp_path: Path) 
     assert set(resumed.new_entries) == set(trainer.new_entries) and resumed.state.new_warmup_start == 2
 
 
+def test_lr_scale_sets_the_peak_from_its_stage_on_and_resumes(tmp_path: Path) -> None:
+    stages = [{"at_step": 2, "grow": {"d_ff": 48}, "method": "zero", "lr_scale": 0.5},
+              {"at_step": 4, "grow": {"d_ff": 64}, "method": "zero"}]  # no lr_scale: the last one holds
+    common = ["train.max_steps=6", "run.eval_every=3", "train.decay='constant'"]
+    train(config(tmp_path / "full", stages, *common))
+    assert [r["lr"] for r in lines(tmp_path / "full" / "train.jsonl")] == pytest.approx(
+        [1.5e-3, 3e-3, 1.5e-3, 1.5e-3, 1.5e-3, 1.5e-3])  # warmup 2 steps at 3e-3, then × 0.5
+    part = config(tmp_path / "part", stages, *common)
+    Trainer(part).fit(stop_at_step=3)
+    Trainer(part, resume=True).fit()
+    assert lines(tmp_path / "part" / "train.jsonl") == [
+        {**r, "time_s": q["time_s"], "tokens_per_s": q["tokens_per_s"]}
+        for r, q in zip(lines(tmp_path / "full" / "train.jsonl"), lines(tmp_path / "part" / "train.jsonl"),
+                        strict=True)]
+
+
 def test_lr_policies() -> None:
     cfg = TrainConfig(max_steps=100, lr=1.0, min_lr=0.0, warmup_steps=10)
     assert scheduled_lr(cfg, 50, 0.5) == learning_rate(cfg, 50, 0.5)
@@ -122,6 +138,8 @@ def test_lr_policies() -> None:
 @pytest.mark.parametrize(("stage", "phrase"), [
     ({"grow": {"d_ff": 64}}, "exactly one of at_step"),
     ({"at_fraction": 1.5, "grow": {"d_ff": 64}}, "at_fraction must be in [0, 1)"),
+    ({"at_step": 2, "grow": {"d_ff": 64}, "lr_scale": 0}, "lr_scale must be a number > 0"),
+    ({"at_step": 2, "grow": {"d_ff": 64}, "lr_scale": "half"}, "lr_scale must be a number > 0"),
     ({"at_step": 2, "grow": {"d_ff": 64}, "bogus": 1}, "unknown key(s) in [[growth]] stage 1: bogus"),
     ({"at_step": 2}, "grows nothing"),
     ({"at_step": 2, "grow": {"d_ff": 64}, "lr": "fast"}, "lr must be one of"),

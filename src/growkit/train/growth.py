@@ -10,6 +10,7 @@ A stage, in TOML::
     seq_len = 128                 # optional: train on sequences of this length from here on
     lr = "continue"               # LR policy at the growth: continue | rewarm | rewind
     lr_warmup_steps = 50          # rewarm: steps to climb back to the scheduled LR
+    lr_scale = 0.5                # optional: from here on the LR is the run's schedule × this
     new_lr_warmup_steps = 50      # the entries this growth added get their own LR warmup
 
 Several dimensions in one stage grow together (CompoundGrow's compound growth); ``seq_len`` is the
@@ -18,11 +19,14 @@ input-length growth of CompoundGrow (training sequences get longer; evaluation a
 
 LR policies: ``continue`` keeps the run's schedule; ``rewarm`` (CompoundGrow) multiplies it by a linear
 ramp 0 → 1 over ``lr_warmup_steps`` after the growth; ``rewind`` (MSG-style) restarts warmup and decay
-from the growth step over the rest of the budget. Independently, ``new_lr_warmup_steps`` warms up only
-the entries the growth added (new units, new layers): for that many steps their AdamW update is scaled
-by min(1, (t + 1)/W), t steps after the growth, while old entries train at the scheduled LR — the
-"short warmup for new parameters only" (AdamW has no per-entry LR, so the trainer scales the applied
-update of those entries, which for AdamW, weight decay included, is the same thing).
+from the growth step over the rest of the budget. ``lr_scale`` sets a per-stage peak: from this
+growth on, the LR (whatever the policy) is the run's schedule × ``lr_scale`` (until a later stage sets
+another), so a small start model can train at a higher ``train.lr`` than the grown one.
+Independently, ``new_lr_warmup_steps`` warms up only the entries the growth added (new units, new
+layers): for that many steps their AdamW update is scaled by min(1, (t + 1)/W), t steps after the
+growth, while old entries train at the scheduled LR — the "short warmup for new parameters only"
+(AdamW has no per-entry LR, so the trainer scales the applied update of those entries, which for
+AdamW, weight decay included, is the same thing).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class GrowthStage:
     seq_len: int | None = None
     lr: str = "continue"
     lr_warmup_steps: int = 0
+    lr_scale: float | None = None
+    """From this growth on, the LR is the run's schedule × lr_scale (None: keep the current scale)."""
     new_lr_warmup_steps: int = 0
     depth_placement: str | list[int] = "top"
     std: float | None = None
@@ -69,6 +75,8 @@ class GrowthStage:
             raise GrowkitError(f"{where} grows nothing: give grow = {{ d_model = 512, ... }} and/or seq_len = N")
         if stage.lr not in LR_POLICIES:
             raise GrowkitError(f"{where}: lr must be one of {', '.join(LR_POLICIES)}, got {stage.lr!r}")
+        if stage.lr_scale is not None and not (isinstance(stage.lr_scale, int | float) and 0 < stage.lr_scale < 1e3):
+            raise GrowkitError(f"{where}: lr_scale must be a number > 0 (e.g. 0.5), got {stage.lr_scale!r}")
         if min(stage.ramp_steps, stage.lr_warmup_steps, stage.new_lr_warmup_steps) < 0:
             raise GrowkitError(f"{where}: ramp_steps, lr_warmup_steps and new_lr_warmup_steps must be >= 0")
         stage.spec()  # validates sizes' names and methods now, not at the growth

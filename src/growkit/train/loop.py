@@ -58,6 +58,8 @@ class TrainState:
     """Step of the last growth, where its LR policy is anchored."""
     lr_anchor_progress: float = 0.0
     lr_warmup_steps: int = 0
+    lr_scale: float = 1.0
+    """The last growth stage's ``lr_scale``: multiplies the scheduled LR."""
     new_warmup_start: int | None = None
     """Step of the growth whose new entries are in their own LR warmup (None: none)."""
     new_warmup_steps: int = 0
@@ -195,7 +197,7 @@ class Trainer:
         self.model.train()
         s = self.state
         lr = scheduled_lr(self.cfg.train, s.step, self.progress(), s.lr_policy, s.lr_anchor, s.lr_anchor_progress,
-                          s.lr_warmup_steps)
+                          s.lr_warmup_steps) * s.lr_scale
         if self.sparsity is not None:
             lr *= self.sparsity.lr_factor()  # the sparse LR rule (1 when off)
         for group in self.optimizer.param_groups:
@@ -295,6 +297,8 @@ class Trainer:
         if stage.lr != "continue":
             s.lr_policy, s.lr_anchor, s.lr_anchor_progress = stage.lr, s.step, self.progress()
             s.lr_warmup_steps = stage.lr_warmup_steps
+        if stage.lr_scale is not None:
+            s.lr_scale = float(stage.lr_scale)
         s.stages_done += 1
         after = self._probe_loss()
         return {**self._counters(), "event": "growth", "stage": s.stages_done, "grow": stage.grow,
