@@ -78,7 +78,7 @@ class Parallel:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             # buffers (growth masks) change identically on every rank: no per-step broadcast needed
-            return model, optimizer, DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+            return model, optimizer, DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
