@@ -51,6 +51,16 @@ def losses(run_dir: Path, key: str = "train_loss", name: str = "train.jsonl") ->
     return [json.loads(line)[key] for line in (run_dir / name).read_text().splitlines()]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> object:
+    """Single-process references on one thread, like each torchrun worker (OMP_NUM_THREADS=1): on shared
+    cores a multi-threaded run here costs several times more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
@@ -106,8 +116,8 @@ def test_sparse_masks_identical_on_both_ranks_and_losses_equal_one_process(runs:
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k  # masks and weights: bitwise the same on both ranks
     state = read_checkpoint(runs / "sparse").extra()
-    born = [int(v.max()) for k, v in state.items() if k.startswith("sparsity.born.")]
-    assert {2, 6} <= set(born), born  # prune-and-regrow happened before and after the growth at step 4
+    born = {int(b) for k, v in state.items() if k.startswith("sparsity.born.") for b in v.unique()}
+    assert {2, 4, 6} <= born, born  # blocks regrown at steps 2 and 6, blocks added by the growth at step 4
     train(run_config(tmp_path / "one", *SCENARIOS["sparse"]))  # BERT: ranks hold unequal numbers of targets
     assert losses(runs / "sparse") == pytest.approx(losses(tmp_path / "one"), abs=TOL, rel=0)
 
