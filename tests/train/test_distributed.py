@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.train.dist_worker import SCENARIOS, run_config
 
 import growkit
 from growkit import GrowkitError, RunConfig, train
 from growkit.train.checkpoint import read_checkpoint
 from growkit.train.distributed import Parallel, check_divides, setup
-from tests.train.dist_worker import SCENARIOS, run_config
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 TOL = 1e-5
@@ -45,6 +45,14 @@ def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc
+
+
+def max_gap(a: list[float], b: list[float], what: str) -> float:
+    """Largest |a_i − b_i|, printed (``pytest -s`` shows the figures the README quotes)."""
+    assert len(a) == len(b), what
+    gap = max(abs(x - y) for x, y in zip(a, b, strict=True))
+    print(f"\nmax |Δ train loss| {what}: {gap:.1e} over {len(a)} steps")
+    return gap
 
 
 def losses(run_dir: Path, key: str = "train_loss", name: str = "train.jsonl") -> list[float]:
@@ -79,7 +87,7 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_ddp_equals_one_process(runs: Path, single: Path) -> None:
     ddp, one = losses(runs / "ddp"), losses(single)
     assert len(ddp) == len(one) == 8
-    assert ddp == pytest.approx(one, abs=TOL, rel=0)
+    assert max_gap(ddp, one, "2-process DDP vs 1 process") <= TOL
     assert losses(runs / "ddp", "val_loss", "metrics.jsonl") == pytest.approx(
         losses(single, "val_loss", "metrics.jsonl"), abs=TOL, rel=0)
     events = losses(runs / "ddp", "params_after", "events.jsonl")
@@ -88,7 +96,7 @@ def test_ddp_equals_one_process(runs: Path, single: Path) -> None:
 
 
 def test_fsdp2_matches_ddp_and_writes_the_same_checkpoint_format(runs: Path) -> None:
-    assert losses(runs / "fsdp") == pytest.approx(losses(runs / "ddp"), abs=TOL, rel=0)
+    assert max_gap(losses(runs / "fsdp"), losses(runs / "ddp"), "2-process FSDP2 vs 2-process DDP") <= TOL
     fsdp, ddp = read_checkpoint(runs / "fsdp"), read_checkpoint(runs / "ddp")
     assert fsdp.step == ddp.step == 8 and fsdp.state["model_config"] == ddp.state["model_config"]
     for file in ("model.safetensors", "optimizer.safetensors"):
@@ -106,7 +114,7 @@ def test_preempted_run_resumes_on_two_processes_with_the_same_losses(runs: Path)
 def test_two_process_checkpoint_resumes_on_one_process(runs: Path, single: Path) -> None:
     run_dir = runs / "part-for-1proc"
     train(run_config(run_dir, *SCENARIOS["ddp"]), resume=True)
-    assert losses(run_dir) == pytest.approx(losses(single), abs=TOL, rel=0)
+    assert max_gap(losses(run_dir), losses(single), "2 processes to step 5, then 1, vs 1 process") <= TOL
     assert losses(run_dir)[:5] == losses(runs / "ddp")[:5]  # the 2-process part, kept
 
 
@@ -119,7 +127,7 @@ def test_sparse_masks_identical_on_both_ranks_and_losses_equal_one_process(runs:
     born = {int(b) for k, v in state.items() if k.startswith("sparsity.born.") for b in v.unique()}
     assert {2, 4, 6} <= born, born  # blocks regrown at steps 2 and 6, blocks added by the growth at step 4
     train(run_config(tmp_path / "one", *SCENARIOS["sparse"]))  # BERT: ranks hold unequal numbers of targets
-    assert losses(runs / "sparse") == pytest.approx(losses(tmp_path / "one"), abs=TOL, rel=0)
+    assert max_gap(losses(runs / "sparse"), losses(tmp_path / "one"), "sparse BERT, 2-process DDP vs 1 process") <= TOL
 
 
 @pytest.mark.slow
@@ -161,9 +169,9 @@ def test_bad_settings_are_clear_errors(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(GrowkitError, match="WORLD_SIZE='two' is not an integer"):
         setup("cpu")
     base = [f"run.dir={tmp_path}", "train.max_steps=2"]
-    with pytest.raises(GrowkitError, match="parallel.backend must be one of auto, gloo, nccl"):
+    with pytest.raises(GrowkitError, match=r"parallel\.backend must be one of auto, gloo, nccl"):
         RunConfig.default([*base, "parallel.backend='mpi'"])
-    with pytest.raises(GrowkitError, match="parallel.fsdp must be bool"):
+    with pytest.raises(GrowkitError, match=r"parallel\.fsdp must be bool"):
         RunConfig.default([*base, "parallel.fsdp=1"])
     with pytest.raises(GrowkitError, match=r"\[parallel\].*shards"):
         RunConfig.default([*base, "parallel.shards=2"])

@@ -113,7 +113,8 @@ class Parallel:
         moments = get_optimizer_state_dict(model, optimizer, options=options)
         if main_only and not self.is_main:
             return None
-        whole = Transformer(model.cfg).to("cpu" if main_only else self.device)
+        with torch.random.fork_rng(devices=[]):  # building modules draws initial weights: keep the run's RNG
+            whole = Transformer(model.cfg).to("cpu" if main_only else self.device)
         whole.attach_masks({k: v for k, v in weights.items() if k.rsplit(".", 1)[-1] in MASK_NAMES})
         whole.load_state_dict(weights)
         whole_optimizer = make_optimizer(whole)
