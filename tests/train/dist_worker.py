@@ -25,12 +25,12 @@ TINY = ["model.arch='gpt2'", "model.n_layers=2", "model.d_model=32", "model.n_he
         "train.warmup_steps=2", "train.lr=3e-3", "run.eval_every=4", "run.eval_batches=2", "run.log_every=1",
         "run.progress=false", "run.tensorboard=false", "run.plots=false"]
 GROWTH = {"at_step": 4, "grow": {"d_model": 48, "n_heads": 3, "d_ff": 64}, "method": "masked", "ramp_steps": 2}
-#: Extra overrides per scenario; "sparse" is a BERT (masked-LM: ranks hold unequal numbers of targets)
-#: with RigL prune-and-regrow every 2 steps, grown at step 4.
+#: Extra overrides per scenario; "sparse" is a BERT (masked-LM: ranks hold unequal numbers of targets; a
+#: pooler the loss does not use) with RigL prune-and-regrow every 2 steps, grown at step 4.
 SCENARIOS: dict[str, list[str]] = {
     "ddp": [],
     "fsdp": ["parallel.fsdp=true"],
-    "sparse": ["model.arch='bert'", "sparsity.density=0.5", "sparsity.block=8", "sparsity.update_every=2",
+    "sparse": ["model.arch='bert'", "model.pooler=true", "sparsity.density=0.5", "sparsity.block=8", "sparsity.update_every=2",
                "sparsity.regrow='gradient'"],
 }
 

@@ -77,8 +77,11 @@ class Parallel:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # buffers (growth masks) change identically on every rank: no per-step broadcast needed
-            return model, optimizer, DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+            # buffers (growth masks) change identically on every rank: no per-step broadcast needed; a BERT
+            # pooler gets no gradient from the masked-LM loss, which DDP must be told to expect
+            ddp = DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False,
+                                          find_unused_parameters=model.pooler is not None)
+            return model, optimizer, ddp
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
