@@ -18,20 +18,22 @@ from safetensors.torch import save_file
 from growkit import RunConfig
 from growkit.train import Trainer, train
 
-#: A tiny GPT-2 grown in width at step 4 (masked, ramped over 2 steps: a checkpoint at step 5 is mid-ramp),
+#: A tiny GPT-2 grown in width at step 4 (masked, ramped over 2 steps: a checkpoint at step 5 is mid-ramp;
+#: the new entries in their own 3-step LR warmup),
 #: 8 steps of a global batch of 8 in 2 micro-batches of 4 (each of 2 ranks takes 2 rows of each).
 TINY = ["model.arch='gpt2'", "model.n_layers=2", "model.d_model=32", "model.n_heads=2", "model.d_ff=48",
         "data.seq_len=32", "train.max_steps=8", "train.batch_size=8", "train.micro_batch_size=4",
         "train.warmup_steps=2", "train.lr=3e-3", "run.eval_every=4", "run.eval_batches=2", "run.log_every=1",
         "run.progress=false", "run.tensorboard=false", "run.plots=false"]
-GROWTH = {"at_step": 4, "grow": {"d_model": 48, "n_heads": 3, "d_ff": 64}, "method": "masked", "ramp_steps": 2}
+GROWTH = {"at_step": 4, "grow": {"d_model": 48, "n_heads": 3, "d_ff": 64}, "method": "masked", "ramp_steps": 2,
+          "new_lr_warmup_steps": 3}
 #: Extra overrides per scenario; "sparse" is a BERT (masked-LM: ranks hold unequal numbers of targets; a
 #: pooler the loss does not use) with RigL prune-and-regrow every 2 steps, grown at step 4.
 SCENARIOS: dict[str, list[str]] = {
     "ddp": [],
     "fsdp": ["parallel.fsdp=true"],
-    "sparse": ["model.arch='bert'", "model.pooler=true", "sparsity.density=0.5", "sparsity.block=8", "sparsity.update_every=2",
-               "sparsity.regrow='gradient'"],
+    "sparse": ["model.arch='bert'", "model.pooler=true", "sparsity.density=0.5", "sparsity.block=8",
+               "sparsity.update_every=2", "sparsity.regrow='gradient'"],
 }
 
 

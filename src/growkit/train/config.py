@@ -180,15 +180,12 @@ class RunConfig:
         return self
 
     def _check_fsdp(self) -> None:
-        """FSDP2 shards each weight across processes; what edits weights entry by entry needs them whole."""
+        """FSDP2 shards each weight across processes; the sparsity controller needs whole weights."""
         if not self.parallel.fsdp:
             return
         if self.sparsity is not None:
             raise GrowkitError("parallel.fsdp = true does not combine with [sparsity] (the masks need whole "
                                "weights): train sparse with DDP (parallel.fsdp = false)")
-        if any(s.new_lr_warmup_steps for s in self.stages()):
-            raise GrowkitError("parallel.fsdp = true does not combine with [[growth]] new_lr_warmup_steps (it "
-                               "edits whole weights after each step): set it to 0 or use DDP (parallel.fsdp = false)")
 
     # -- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

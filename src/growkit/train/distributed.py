@@ -134,6 +134,17 @@ class Parallel:
             return _fsdp_no_sync(module)
         return module.no_sync()  # type: ignore[operator]
 
+    def local(self, param: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(this process's part of param, the same part of like)``, for entry-wise edits of a weight:
+        a sharded (DTensor) parameter's local shard, which in-place edits write through, and the rows of
+        the whole-shaped ``like`` that shard holds; an unsharded parameter and ``like`` as they are."""
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        if not isinstance(param, DTensor):
+            return param, like
+        part = distribute_tensor(like, param.device_mesh, param.placements, src_data_rank=None)
+        return param.to_local(), part.to_local()
+
     # -- collectives -----------------------------------------------------------------------------
     def loss_weight(self, targets: torch.Tensor, ignore_index: int) -> float:
         """Factor on this rank's mean loss so that the mean over ranks is the mean over the global
@@ -178,9 +189,11 @@ class Parallel:
         leader = (self.local_rank if local else self.rank) == 0
         if not leader:
             self.barrier()
-        yield
-        if leader:
-            self.barrier()
+        try:
+            yield
+        finally:  # also when the block failed: the others then run it too and report the same error
+            if leader:
+                self.barrier()
 
     def shutdown(self) -> None:
         """Destroy the process group if `setup` created it."""

@@ -253,12 +253,13 @@ class Trainer:
             yield
             return
         factor = min(1.0, (s.step - s.new_warmup_start + 1) / s.new_warmup_steps)
-        params = dict(self.model.named_parameters())
-        before = {n: params[n].detach().clone() for n in self.new_entries}
+        # this process's entries (FSDP2: its shard of each weight and the matching rows of the mask)
+        local = {n: self.parallel.local(p, self.new_entries[n]) for n, p in self.model.named_parameters()
+                 if n in self.new_entries}
+        before = {n: p.detach().clone() for n, (p, _) in local.items()}
         yield
         with torch.no_grad():
-            for name, mask in self.new_entries.items():
-                p = params[name]
+            for name, (p, mask) in local.items():
                 p.copy_(torch.where(mask, before[name] + factor * (p - before[name]), p))
         if factor >= 1.0:
             s.new_warmup_start, self.new_entries = None, {}
