@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.train.dist_worker import SCENARIOS, run_config
+from tests.train.dist_worker import SCENARIOS, TINY, run_config
 
 import growkit
 from growkit import GrowkitError, RunConfig, train
@@ -27,6 +29,7 @@ from growkit.train.distributed import Parallel, check_divides, setup
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 TOL = 1e-5
+TINY_TOML_OVERRIDES = [o for o in TINY if not o.startswith("train.max_steps")]
 
 
 def free_port() -> int:
@@ -35,14 +38,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --nproc_per_node=2 ARGS`` with this checkout's growkit importable."""
+def torchrun_env() -> dict[str, str]:
+    """The environment, with this checkout's growkit (and tests/) importable."""
     src = str(Path(growkit.__file__).resolve().parents[1])
     root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, root, os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, root, os.environ.get("PYTHONPATH", "")])}
+
+
+def torchrun_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}", *args]
+
+
+def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --nproc_per_node=2 ARGS``; fails the test if a process fails."""
+    proc = subprocess.run(torchrun_command(*args), env=torchrun_env(), capture_output=True, text=True,
+                          timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc
 
@@ -142,6 +153,34 @@ def test_torchrun_module_entry_point(tmp_path: Path) -> None:
     proc = torchrun("-m", "growkit", "train", "--config", str(config), "--set", "data.seq_len=32")
     assert proc.stdout.count("final val_loss") == 1, proc.stdout
     assert read_checkpoint(tmp_path / "run").state["model_config"]["n_layers"] == 3
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_with_the_same_losses(tmp_path: Path) -> None:
+    """SIGKILL a 2-process run (torchrun and both workers) after its step-4 checkpoint, resume it with
+    torchrun --resume: the losses equal a 1-process run of the same config."""
+    steps = 40
+    overrides = [*TINY_TOML_OVERRIDES, f"train.max_steps={steps}", "run.ckpt_every=2"]
+    config = tmp_path / "run.toml"
+    config.write_text('[[growth]]\nat_step = 4\ngrow = { d_model = 48, n_heads = 3, d_ff = 64 }\n'
+                      'method = "masked"\nramp_steps = 2\n')
+    run_dir = tmp_path / "run"
+    args = ["-m", "growkit", "train", "--config", str(config), "--set", f"run.dir={run_dir}",
+            *(a for o in overrides for a in ("--set", o))]
+    proc = subprocess.Popen(torchrun_command(*args), env=torchrun_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = run_dir / "checkpoints" / "latest.json"
+    deadline = time.monotonic() + 240
+    while not (latest.exists() and json.loads(latest.read_text())["step"] >= 4):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(losses(run_dir)) < steps  # killed mid-run
+    torchrun(*args, "--resume")
+    one = tmp_path / "one"
+    train(RunConfig.from_toml(config, [f"run.dir={one}", *overrides]))
+    assert max_gap(losses(run_dir), losses(one), "SIGKILLed 2-process run resumed on 2, vs 1 process") <= TOL
 
 
 # -- without processes -------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ of ``loss / grad_accum``), gradient clipping, AdamW, then the LR for the next st
 functions of their index (see `growkit.data`), so the data position is just the step counter and a
 resumed run sees exactly the batches an uninterrupted run would have. Counters kept per step:
 tokens, training FLOPs (``flops_per_token × tokens``, with the formula in `growkit.flops`) and
-wall-clock; every log record carries all three.
+wall-clock; every log record carries all three. Under ``torchrun`` the same loop runs on every process
+(`growkit.train.distributed`): each takes its slice of every global micro-batch, and rank 0 logs and saves.
 """
 
 from __future__ import annotations
