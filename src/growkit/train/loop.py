@@ -386,8 +386,8 @@ class Trainer:
                 for event in self.grow_due_stages():
                     logger.log_event(event)
                     self._say(bar, f"step {event['step']:>6} | growth stage {event['stage']}: {event['grow']} "
-                              f"seq_len {event['seq_len']} | params {event['params_before']:,} → "
-                              f"{event['params_after']:,} | probe loss jump {event['loss_jump']:+.2e}")
+                                   f"seq_len {event['seq_len']} | params {event['params_before']:,} → "
+                                   f"{event['params_after']:,} | probe loss jump {event['loss_jump']:+.2e}")
                 train_loss = self.train_step()
                 self.state.time_s = base_time + time.perf_counter() - started
                 s = self.state
