@@ -7,6 +7,7 @@ with exit status 2 and no traceback; anything else is a bug and keeps its traceb
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = RunConfig.from_toml(args.config, args.set) if args.config else RunConfig.main(args.set)
     result = train(cfg, resume=args.resume_from or args.resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     print(f"run dir: {result['run_dir']}")
     for p in result["plots"]:
         print(f"plot: {p}")

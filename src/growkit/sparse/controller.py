@@ -220,6 +220,12 @@ class SparsityController:
             return torch.where(self._masks[name], grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
         return mask_grad
 
+    def captured_gradients(self) -> dict[str, Tensor]:
+        """The dense gradients captured for the next RigL update (empty unless one is due), by name: the
+        controller's own tensors, which a data-parallel trainer averages over processes in place so every
+        process regrows the same blocks."""
+        return self._grad_sum
+
     def _arm_capture(self) -> None:
         """Keep the dense gradients of the next backward iff the next step updates with RigL."""
         self._grad_sum = {}

@@ -8,6 +8,7 @@ The sections and keys are part of the public contract (DESIGN.md, "A run, as a T
                 decay, weight_decay, beta1, beta2, eps, grad_clip, dtype, seed, device
     [run]       dir, eval_every, eval_batches, log_every, ckpt_every, keep_checkpoints, progress,
                 tensorboard, plots
+    [parallel]  fsdp, backend (multi-process runs under torchrun; see growkit.train.distributed)
     [[growth]]  growth stages (see growkit.train.schedule)
     [sparsity]  dynamic sparse training
 
@@ -89,12 +90,23 @@ class RunSection:
 
 
 @dataclass
+class ParallelConfig:
+    """How a run started by ``torchrun`` splits its work; ignored by a single process."""
+
+    fsdp: bool = False
+    """Shard parameters, gradients and optimizer state with FSDP2 (``fully_shard``) instead of DDP."""
+    backend: str = "auto"
+    """``auto`` (nccl on CUDA, gloo on CPU), ``gloo`` or ``nccl``."""
+
+
+@dataclass
 class RunConfig:
     model: dict[str, Any] = field(default_factory=lambda: dict(
         arch="gpt2", n_layers=4, d_model=128, n_heads=4, d_ff=512))
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=600, batch_size=16))
     run: RunSection = field(default_factory=RunSection)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     growth: list[dict[str, Any]] = field(default_factory=list)
     sparsity: dict[str, Any] | None = None
 
@@ -154,6 +166,7 @@ class RunConfig:
                                f"{self.micro_batch_size}: pick a micro batch that divides the batch")
         _choice("train.decay", t.decay, ("cosine", "linear", "constant"))
         _choice("train.dtype", t.dtype, ("float32", "bfloat16"))
+        _choice("parallel.backend", self.parallel.backend, ("auto", "gloo", "nccl"))
         if not 0.0 < dt.val_fraction < 1.0:
             raise GrowkitError(f"data.val_fraction must be between 0 and 1, got {dt.val_fraction}")
         if not 0.0 < dt.mlm_prob < 1.0:
@@ -163,7 +176,16 @@ class RunConfig:
         self.stages()  # parses and checks every [[growth]] stage
         if self.sparsity is not None:
             self.sparsity_config()  # checks every [sparsity] key
+        self._check_fsdp()
         return self
+
+    def _check_fsdp(self) -> None:
+        """FSDP2 shards each weight across processes; the sparsity controller needs whole weights."""
+        if not self.parallel.fsdp:
+            return
+        if self.sparsity is not None:
+            raise GrowkitError("parallel.fsdp = true does not combine with [sparsity] (the masks need whole "
+                               "weights): train sparse with DDP (parallel.fsdp = false)")
 
     # -- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -180,7 +202,8 @@ class RunConfig:
         if unknown:
             raise GrowkitError(f"unknown section(s) {', '.join(unknown)}: the sections are {', '.join(sorted(known))}")
         kw: dict[str, Any] = {}
-        for name, section_cls in (("data", DataConfig), ("train", TrainConfig), ("run", RunSection)):
+        for name, section_cls in (("data", DataConfig), ("train", TrainConfig), ("run", RunSection),
+                                  ("parallel", ParallelConfig)):
             if name in d:
                 kw[name] = _build_section(section_cls, d[name], name)
         if "model" in d:

@@ -5,7 +5,8 @@ of ``loss / grad_accum``), gradient clipping, AdamW, then the LR for the next st
 functions of their index (see `growkit.data`), so the data position is just the step counter and a
 resumed run sees exactly the batches an uninterrupted run would have. Counters kept per step:
 tokens, training FLOPs (``flops_per_token × tokens``, with the formula in `growkit.flops`) and
-wall-clock; every log record carries all three.
+wall-clock; every log record carries all three. Under ``torchrun`` the same loop runs on every process
+(`growkit.train.distributed`): each takes its slice of every global micro-batch, and rank 0 logs and saves.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from growkit.config import TransformerConfig
-from growkit.data import CausalBatches, MLMBatches, load_tokenizer, prepare_data
+from growkit.data import IGNORE_INDEX, CausalBatches, MLMBatches, load_tokenizer, prepare_data
 from growkit.errors import GrowkitError
 from growkit.flops import training_flops_per_token
 from growkit.grow import carry_optimizer_state, fold_masks, grow, ramp_masks
@@ -33,6 +34,7 @@ from growkit.model import Transformer
 from growkit.sparse import SparsityConfig, SparsityController, sparsify
 from growkit.train.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
 from growkit.train.config import RunConfig, TrainConfig
+from growkit.train.distributed import check_divides, setup
 from growkit.train.growth import GrowthStage, ramp_value
 from growkit.train.metrics import EVENTS_FILE, METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
 from growkit.train.schedule import progress, scheduled_lr
@@ -86,10 +88,14 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.run.dir)
         t = cfg.train
-        self.device = torch.device(_pick_device(t.device))
+        self.parallel = setup(_pick_device(t.device), cfg.parallel.fsdp, cfg.parallel.backend)  # torchrun: join
+        self.device = self.parallel.device
+        check_divides(self.parallel.world_size, cfg.micro_batch_size)
         self.tokenizer = load_tokenizer(cfg.data.tokenizer)
-        self.data = prepare_data(self.tokenizer, cfg.data.path, cfg.data.cache_dir, cfg.data.val_fraction)
-        checkpoint = _prepare_run_dir(self.run_dir, resume)
+        with self.parallel.first(local=True):  # one process per machine tokenizes, the others read its cache
+            self.data = prepare_data(self.tokenizer, cfg.data.path, cfg.data.cache_dir, cfg.data.val_fraction)
+        with self.parallel.first():  # rank 0 checks and creates the run dir before the others look
+            checkpoint = _prepare_run_dir(self.run_dir, resume)
         self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
         if self.model_cfg.arch == "bert" and self.tokenizer.mask_id is None:
             raise GrowkitError(f"tokenizer {cfg.data.tokenizer!r} has no mask token, which BERT's masked-LM "
@@ -109,13 +115,22 @@ class Trainer:
         if cfg.sparsity is not None:  # after the optimizer (and a resumed model): masks from the checkpoint if any
             self.sparsity = sparsify(self.model, self._sparsity_config(), self.optimizer,
                                      state=self._saved_sparsity or None)
-        if not (self.run_dir / "config.json").exists():
+        if self.parallel.is_main and not (self.run_dir / "config.json").exists():
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
+        self._wrap()
         self.batches = self._batches("train", self.seq_len, t.seed)
         self.eval_set = self._batches("val", cfg.data.seq_len, t.seed + 1).eval_batches(cfg.run.eval_batches)
         self.autocast = t.dtype == "bfloat16"
 
     # -- pieces --------------------------------------------------------------------------------
+    def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(model, self.cfg.train)
+
+    def _wrap(self) -> None:
+        """(Re)build the distributed wrapper around the current model (after the start and every growth)."""
+        self.model, self.optimizer, self.forward_model = self.parallel.wrap(self.model, self.optimizer,
+                                                                            self._make_optimizer)
+
     @property
     def seq_len(self) -> int:
         """The training sequence length now (input-length growth changes it)."""
@@ -148,7 +163,8 @@ class Trainer:
                                 if k.startswith("sparsity.")}
         self.state = TrainState(**{k: ckpt.state.get(k, v) for k, v in asdict(TrainState()).items()})
         for name in (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE):  # drop records the resumed run will write again
-            _truncate_records(self.run_dir / name, self.state.step)
+            if self.parallel.is_main:
+                _truncate_records(self.run_dir / name, self.state.step)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
@@ -204,12 +220,19 @@ class Trainer:
             group["lr"] = lr
         accum = self.cfg.grad_accum
         total = 0.0
-        for micro in range(accum):
-            x, y = (b.to(self.device) for b in self.batches.batch(self.state.step * accum + micro))
-            with self._autocast():
-                _, loss = self.model(x, y)
-            (loss / accum).backward()
-            total += loss.item()
+        par = self.parallel
+        for micro in range(accum):  # each rank: its slice of every global micro-batch
+            batch = self.batches.batch(self.state.step * accum + micro, par.rank, par.world_size)
+            x, y = (b.to(self.device) for b in batch)
+            weight = 1.0 if self.model_cfg.causal else par.loss_weight(y, IGNORE_INDEX)  # MLM: share of targets
+            with par.grad_sync(self.forward_model, sync=micro == accum - 1):
+                with self._autocast():
+                    _, loss = self.forward_model(x, y)
+                (loss * weight / accum).backward()
+            total += loss.item() * weight
+        total = par.mean(total)
+        if self.sparsity is not None:
+            par.average_(self.sparsity.captured_gradients().values())  # RigL scores from the global batch
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         with self._new_entry_warmup():
@@ -233,12 +256,13 @@ class Trainer:
             yield
             return
         factor = min(1.0, (s.step - s.new_warmup_start + 1) / s.new_warmup_steps)
-        params = dict(self.model.named_parameters())
-        before = {n: params[n].detach().clone() for n in self.new_entries}
+        # this process's entries (FSDP2: its shard of each weight and the matching rows of the mask)
+        local = {n: self.parallel.local(p, self.new_entries[n]) for n, p in self.model.named_parameters()
+                 if n in self.new_entries}
+        before = {n: p.detach().clone() for n, (p, _) in local.items()}
         yield
         with torch.no_grad():
-            for name, mask in self.new_entries.items():
-                p = params[name]
+            for name, (p, mask) in local.items():
                 p.copy_(torch.where(mask, before[name] + factor * (p - before[name]), p))
         if factor >= 1.0:
             s.new_warmup_start, self.new_entries = None, {}
@@ -276,8 +300,10 @@ class Trainer:
             self._advance_ramp()
         spec = stage.spec()
         if spec.changes(self.model.cfg):
-            new, record = grow(self.model, spec)
-            self.optimizer = carry_optimizer_state(self.optimizer, new, record)
+            whole = self.parallel.full(self.model, self.optimizer, self._make_optimizer)
+            assert whole is not None
+            new, record = grow(whole[0], spec)
+            self.optimizer = carry_optimizer_state(whole[1], new, record)
             self.model, self.model_cfg = new.to(self.device), new.cfg
             if self.sparsity is not None:
                 self.sparsity.on_grow(self.model, record, self.optimizer)
@@ -291,6 +317,7 @@ class Trainer:
             if self.model.masks():
                 s.ramp_start, s.ramp_steps = s.step, stage.ramp_steps
                 self._advance_ramp()  # ramp_steps 0: fold at once
+            self._wrap()
         if stage.seq_len:
             s.seq_len = stage.seq_len
             self.batches = self._batches("train", self.seq_len, self.cfg.train.seed)
@@ -326,13 +353,17 @@ class Trainer:
         bpb = self.data.bits_per_byte(val_loss, "val") if self.model_cfg.causal else None
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "val_bpb": bpb}
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0 writes; under FSDP2 every rank first helps gather the full state)."""
+        whole = self.parallel.full(self.model, self.optimizer, self._make_optimizer, main_only=True)
+        if whole is None:
+            return None
         state = {**asdict(self.state), "model_config": self.model_cfg.to_dict(),
                  "initial_model_config": self.initial_model_cfg.to_dict(), "run_config": self.cfg.to_dict()}
         extra = {f"new_entries.{n}": m for n, m in self.new_entries.items()}
         if self.sparsity is not None:
             extra.update({f"sparsity.{k}": v for k, v in self.sparsity.state_dict().items()})
-        return save_checkpoint(self.run_dir, self.model, self.optimizer, state, keep=self.cfg.run.keep_checkpoints,
+        return save_checkpoint(self.run_dir, whole[0], whole[1], state, keep=self.cfg.run.keep_checkpoints,
                                extra=extra)
 
     # -- the run -------------------------------------------------------------------------------
@@ -344,10 +375,11 @@ class Trainer:
         """
         run = self.cfg.run
         ckpt_every = run.ckpt_every or run.eval_every
-        logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard)
+        main = self.parallel.is_main
+        logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard, enabled=main)
         started, base_time = time.perf_counter(), self.state.time_s
         last = {"time": started, "tokens": self.state.tokens}
-        bar = tqdm(total=self.estimated_total_steps(), initial=self.state.step, disable=not run.progress,
+        bar = tqdm(total=self.estimated_total_steps(), initial=self.state.step, disable=not (run.progress and main),
                    unit="step", dynamic_ncols=True, desc=self.run_dir.name)
         eval_record: dict[str, Any] = {}
         train_loss = float("nan")
@@ -357,9 +389,9 @@ class Trainer:
             while self.progress() < 1.0:
                 for event in self.grow_due_stages():
                     logger.log_event(event)
-                    bar.write(f"step {event['step']:>6} | growth stage {event['stage']}: {event['grow']} "
-                              f"seq_len {event['seq_len']} | params {event['params_before']:,} → "
-                              f"{event['params_after']:,} | probe loss jump {event['loss_jump']:+.2e}")
+                    self._say(bar, f"step {event['step']:>6} | growth stage {event['stage']}: {event['grow']} "
+                                   f"seq_len {event['seq_len']} | params {event['params_before']:,} → "
+                                   f"{event['params_after']:,} | probe loss jump {event['loss_jump']:+.2e}")
                 train_loss = self.train_step()
                 self.state.time_s = base_time + time.perf_counter() - started
                 s = self.state
@@ -382,7 +414,7 @@ class Trainer:
             bar.close()
             logger.close()
         plots = []
-        if run.plots:
+        if run.plots and main:
             from growkit.train.plots import plot_runs
             plots = plot_runs([self.run_dir], self.run_dir / "plots")
         return {**eval_record, "run_dir": str(self.run_dir), "plots": [str(p) for p in plots]}
@@ -390,8 +422,12 @@ class Trainer:
     def _eval_and_log(self, logger: MetricsLogger, bar: tqdm, train_loss: float | None) -> dict[str, Any]:
         record = {**self._counters(), "train_loss": train_loss, **self.evaluate()}
         logger.log_eval(record)
-        bar.write(_describe(record))
+        self._say(bar, _describe(record))
         return record
+
+    def _say(self, bar: tqdm, text: str) -> None:
+        if self.parallel.is_main:
+            bar.write(text)
 
     def _counters(self) -> dict[str, Any]:
         s = self.state
@@ -407,7 +443,11 @@ def train(cfg: RunConfig, resume: bool | str | Path = False) -> dict[str, Any]:
     ``resume=True`` continues from the run dir's latest checkpoint (``str``/``Path``: from that
     checkpoint directory); without it a run dir that already holds a run is refused, never overwritten.
     """
-    return Trainer(cfg, resume=resume).fit()
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.parallel.shutdown()
 
 
 def _describe(r: dict[str, Any]) -> str:

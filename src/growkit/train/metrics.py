@@ -21,11 +21,13 @@ class MetricsLogger:
     """Appends JSON lines (flushed per record, so a crash loses nothing written) and mirrors scalars
     to TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True) -> None:
+        """``enabled=False`` (the ranks other than 0 of a multi-process run): a logger that writes nothing."""
         self.run_dir = run_dir
-        self._files = {name: open(run_dir / name, "a") for name in (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE)}  # noqa: SIM115
+        names = (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE) if enabled else ()
+        self._files = {name: open(run_dir / name, "a") for name in names}  # noqa: SIM115
         self._tb = None
-        if tensorboard:
+        if tensorboard and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard not installed: JSONL only
@@ -44,7 +46,9 @@ class MetricsLogger:
         self._write(EVENTS_FILE, record, "growth")
 
     def _write(self, name: str, record: dict[str, Any], prefix: str) -> None:
-        f = self._files[name]
+        f = self._files.get(name)
+        if f is None:
+            return
         f.write(json.dumps(record) + "\n")
         f.flush()
         if self._tb is not None:
