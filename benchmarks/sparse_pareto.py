@@ -1,6 +1,6 @@
 """Dense vs static sparse vs dynamic sparse pre-training at 90% sparsity: final val loss vs training FLOPs.
 
-    python benchmarks/sparse_pareto.py [--quick] [--out DIR] [--no-lr-rule]
+    python benchmarks/sparse_pareto.py [--quick] [--out DIR] [--no-lr-rule] [--update-every N]
 
 Real `growkit.train` runs on the bundled corpus: dense GPT-2 models of three widths, and a wider model at
 density 0.1 (static and dynamic prune-and-regrow, blocks 1 and 16) whose sparse-aware FLOPs are comparable to
@@ -26,10 +26,16 @@ def main() -> None:
     ap.add_argument("--preset", choices=sorted(PRESETS), help="a preset by name (overrides --quick)")
     ap.add_argument("--out", help="output folder (default: runs/bench-sparse-pareto[-quick])")
     ap.add_argument("--no-lr-rule", action="store_true", help="sparse runs use the dense LR (no sparse LR rule)")
+    ap.add_argument("--update-every", type=int, help="steps between prune-and-regrow updates (preset's otherwise)")
     args = ap.parse_args()
     preset = args.preset or ("quick" if args.quick else "full")
     out = args.out or ("runs/bench-sparse-pareto" + ("" if preset == "full" else f"-{preset}"))
-    run_pareto(out, preset, sparse_lr_rule=False if args.no_lr_rule else None)
+    overrides: dict[str, object] = {}
+    if args.no_lr_rule:
+        overrides["sparse_lr_rule"] = False
+    if args.update_every is not None:
+        overrides["update_every"] = args.update_every
+    run_pareto(out, preset, **overrides)
 
 
 if __name__ == "__main__":
