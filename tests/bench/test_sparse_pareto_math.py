@@ -14,6 +14,7 @@ from growkit.bench.sparse_pareto import (
     flops_to_dense_loss,
     pair,
     run_config,
+    run_pareto,
     sparse_flops,
     variants,
 )
@@ -90,3 +91,9 @@ def test_sparse_flops_lie_inside_the_dense_range(preset) -> None:
     for n in ("static-b1", "dynamic-b1", "static-b16", "dynamic-b16"):
         assert dense[0] < fl[n] < dense[-1], n
     assert fl["static-b1"] == fl["dynamic-b1"]
+
+
+def test_unknown_override_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(GrowkitError, match=r"unknown preset field.*update_evry"):
+        run_pareto(tmp_path, "micro", update_evry=5)
+    assert not any(tmp_path.iterdir())  # nothing was run

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,14 @@ def test_finished_runs_are_reused(micro: tuple[Path, dict, list[str]]) -> None:
     assert all(r["reused"] for r in again["runs"])
     assert again[HEADLINE] == data[HEADLINE]
 
+
+
+def test_script_prints_the_headline_last(micro: tuple[Path, dict, list[str]], monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``benchmarks/sparse_pareto.py --preset micro --out DIR`` (every run reused from the fixture's DIR)."""
+    out, data, _ = micro
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "sparse_pareto.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--preset", "micro", "--out", str(out)])
+    runpy.run_path(str(script), run_name="__main__")
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"{HEADLINE}: {data[HEADLINE]['text']}"
