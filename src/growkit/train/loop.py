@@ -33,8 +33,10 @@ from growkit.model import Transformer
 from growkit.sparse import SparsityConfig, SparsityController, sparsify
 from growkit.train.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
 from growkit.train.config import RunConfig, TrainConfig
+from growkit.train.faults import fault_point
 from growkit.train.growth import GrowthStage, ramp_value
 from growkit.train.metrics import EVENTS_FILE, METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
+from growkit.train.numerics import grad_norm, nonfinite_step, skip_step
 from growkit.train.schedule import progress, scheduled_lr
 
 
@@ -63,6 +65,9 @@ class TrainState:
     new_warmup_steps: int = 0
     flops_dense: float = 0.0
     """Training FLOPs the same steps would have cost dense (equal to ``flops`` without sparsity)."""
+    nonfinite_in_a_row: int = 0
+    """Optimizer steps skipped in a row for a non-finite loss or gradient (`growkit.train.numerics`)."""
+    skipped_steps: int = 0
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -208,10 +213,14 @@ class Trainer:
                 _, loss = self.model(x, y)
             (loss / accum).backward()
             total += loss.item()
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        with self._new_entry_warmup():
-            self.optimizer.step()
+        norm = grad_norm(self.model.parameters(), self.cfg.train.grad_clip)
+        if nonfinite_step(total / accum, norm):  # the weights stay as they are; the batch is consumed
+            skip_step(self.state, total / accum, float(norm), self.cfg.train.max_nonfinite_steps, self.run_dir)
+        else:
+            self.state.nonfinite_in_a_row = 0
+            with self._new_entry_warmup():
+                self.optimizer.step()
+        fault_point("after_optimizer", self.state.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.state.tokens += self.tokens_per_step
@@ -248,6 +257,7 @@ class Trainer:
             return
         c = ramp_value(s.step, s.ramp_start, s.ramp_steps)
         ramp_masks(self.model, c)
+        fault_point("mid_ramp", s.step)
         if c >= 1.0:
             fold_masks(self.model)
             s.ramp_start = None
@@ -275,6 +285,7 @@ class Trainer:
         spec = stage.spec()
         if spec.changes(self.model.cfg):
             new, record = grow(self.model, spec)
+            fault_point("mid_growth", s.step)
             self.optimizer = carry_optimizer_state(self.optimizer, new, record)
             self.model, self.model_cfg = new.to(self.device), new.cfg
             if self.sparsity is not None:
@@ -351,6 +362,7 @@ class Trainer:
             if self.state.step == 0:  # where the run starts, for the plots and the "loss fell" check
                 eval_record = self._eval_and_log(logger, bar, train_loss=None)
             while self.progress() < 1.0:
+                fault_point("before_step", self.state.step)
                 for event in self.grow_due_stages():
                     logger.log_event(event)
                     bar.write(f"step {event['step']:>6} | growth stage {event['stage']}: {event['grow']} "
