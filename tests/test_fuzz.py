@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from growkit import GrowkitError, GrowthSpec, RunConfig, SparsityConfig, Transformer, TransformerConfig
 from growkit.cli import main as cli_main
 from growkit.train.checkpoint import read_checkpoint, save_checkpoint
-from growkit.train.config import MAIN_RUN, apply_overrides
+from growkit.train.config import MAIN_RUN, DataConfig, RunSection, TrainConfig, apply_overrides
 from growkit.train.growth import GrowthStage
 from growkit.train.loop import build_optimizer
 
@@ -72,6 +73,25 @@ def mutated(base: dict[str, Any], section: str, key: str, value: Any) -> dict[st
     return d
 
 
+SECTION_KEYS = {"model": TransformerConfig, "data": DataConfig, "train": TrainConfig, "run": RunSection,
+                "growth": GrowthStage, "sparsity": SparsityConfig}
+
+
+@FUZZ
+@given(st.data())
+def test_run_config_bad_values_of_known_keys(data: st.DataObject) -> None:
+    """One to three keys of a valid run (each a key its section has) set to arbitrary values."""
+    d: dict[str, Any] = {**MAIN_RUN, "sparsity": {"density": 0.5}}
+    for _ in range(data.draw(st.integers(1, 3))):
+        section = data.draw(st.sampled_from(sorted(SECTION_KEYS)))
+        key = data.draw(st.sampled_from([f.name for f in fields(SECTION_KEYS[section]) if f.init]))
+        d = mutated(d, section, key, data.draw(values))
+    cfg = only_growkit_errors(RunConfig.from_dict, d)
+    if cfg is not None:  # what validates is usable: the model config and the stages build
+        cfg.model_config(256)
+        [stage.spec() for stage in cfg.stages()]
+
+
 @FUZZ
 @given(st.sampled_from(SECTIONS), st.sampled_from(NAMES), values)
 def test_run_config_one_bad_key(section: str, key: str, value: Any) -> None:
@@ -98,7 +118,7 @@ def test_set_overrides(overrides: list[str]) -> None:
 
 @FUZZ
 @given(st.text(max_size=200))
-def test_toml_text(text: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_toml_text(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
     path = tmp_path_factory.mktemp("toml") / "run.toml"
     path.write_text(text)
     only_growkit_errors(RunConfig.from_toml, path)
@@ -180,8 +200,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @FUZZ
 @given(st.sampled_from(["state.json", "manifest.json", "model.safetensors", "rng.safetensors", "latest.json"]),
        st.one_of(st.binary(max_size=64), values.map(lambda v: json.dumps(v).encode())))
-def test_damaged_checkpoint_files(checkpoint: Path, name: str, data: bytes, tmp_path_factory: pytest.TempPathFactory
-                                  ) -> None:
+def test_damaged_checkpoint_files(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory, name: str,
+                                  data: bytes) -> None:
     import shutil
 
     run = tmp_path_factory.mktemp("damaged")
@@ -207,3 +227,29 @@ def test_fuzz_strategies_reach_valid_configs() -> None:
     """The fuzz is not vacuous: a valid base config passes, so a failure above is the mutated key's."""
     assert RunConfig.from_dict(MAIN_RUN).train.max_steps == 600
     assert tomllib.loads("a = 1") == {"a": 1} and torch.__version__
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=30), st.text(max_size=20).map(lambda t: "hf:" + t)))
+def test_tokenizer_spec(spec: str) -> None:
+    from growkit.data import load_tokenizer
+
+    if spec in ("bpe", "byte"):
+        return
+    only_growkit_errors(load_tokenizer, spec)
+
+
+@pytest.mark.parametrize("content", [None, b"", b"hi\n", bytes(range(256)) * 4, "dir-empty", "dir-binary"])
+def test_data_paths(tmp_path: Path, content: bytes | str | None) -> None:
+    from growkit.data import prepare_data
+
+    path = tmp_path / "corpus.txt"
+    if content == "dir-empty":
+        path.mkdir()
+    elif content == "dir-binary":
+        path.mkdir()
+        (path / "a.txt").write_bytes(bytes(range(256)))
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(GrowkitError, match=r"data|corpus"):
+        prepare_data("byte", path, tmp_path / "cache")

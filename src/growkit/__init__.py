@@ -18,7 +18,7 @@ from growkit.sparse import SparsityConfig, SparsityController, sparsify
 from growkit.train import RunConfig, Trainer
 from growkit.train import train as train  # the function shadows the subpackage attribute on purpose
 
-__all__ = ["GrowkitError", "GrowkitWarning", "GrowthRecord", "GrowthSpec", "RunConfig", "SparsityConfig", "SparsityController",
-           "Trainer", "Transformer", "TransformerConfig", "adapters", "carry_optimizer_state", "check_preserved",
-           "fold_masks", "grow", "ramp_masks", "sparsify", "train"]
+__all__ = ["GrowkitError", "GrowkitWarning", "GrowthRecord", "GrowthSpec", "RunConfig", "SparsityConfig",
+           "SparsityController", "Trainer", "Transformer", "TransformerConfig", "adapters", "carry_optimizer_state",
+           "check_preserved", "fold_masks", "grow", "ramp_masks", "sparsify", "train"]
 __version__ = "0.1.0"

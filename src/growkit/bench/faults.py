@@ -12,7 +12,8 @@ the resume must fall back to the one before. A run killed before its first check
 At the end the trial's final checkpoint must equal the reference (one uninterrupted run) bit for bit —
 weights and masks (``model.safetensors``) and AdamW moments (``optimizer.safetensors``), compared
 tensor by tensor as raw bytes — and so must its final train loss, its whole train-loss curve and its
-final validation loss.
+final validation loss, every evaluation, and the growth events (sizes, probe losses before and after),
+each logged exactly once.
 
 Children come from a ``forkserver`` that has imported growkit and never run a torch op: each start
 costs milliseconds, not a Python + torch import, and the child is a clean single-threaded process.
@@ -132,17 +133,21 @@ def _child(run_dir: str, resume: bool, fault: str | None, log: str) -> None:
     else:
         os.environ.pop(ENV, None)
     try:
+        import threading
+
         import torch
+        from tqdm.auto import tqdm
 
         from growkit.train.config import RunConfig
         from growkit.train.loop import Trainer
 
         torch.set_num_threads(1)
+        tqdm.set_lock(threading.RLock())  # not tqdm's default multiprocessing lock, which a SIGKILL would leak
         cfg = RunConfig.default(run_overrides(Path(run_dir)))
         cfg.growth = [dict(s) for s in GROWTH]
         cfg.validate()
         Trainer(cfg, resume=resume).fit()
-    except BaseException:  # noqa: BLE001 - the parent reads the log; the exit code says it failed
+    except BaseException:  # the parent reads the log; the exit code says it failed
         traceback.print_exc()
         os._exit(1)
     os._exit(0)
@@ -197,9 +202,12 @@ def fingerprint(run_dir: Path) -> dict[str, Any]:
             tensors[f"{name}:{key}"] = (value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes())
     train = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     curve = [(r["step"], r["train_loss"]) for r in train]
     return {"tensors": tensors, "curve": curve, "final_train_loss": curve[-1][1] if curve else None,
-            "final_val_loss": evals[-1]["val_loss"] if evals else None}
+            "final_val_loss": evals[-1]["val_loss"] if evals else None,
+            "evals": [(r["step"], r["val_loss"]) for r in evals],
+            "events": [{k: v for k, v in e.items() if k != "time_s"} for e in events]}
 
 
 def compare(ref: dict[str, Any], got: dict[str, Any]) -> list[str]:
@@ -210,7 +218,7 @@ def compare(ref: dict[str, Any], got: dict[str, Any]) -> list[str]:
     differ = [k for k in ref["tensors"].keys() & got["tensors"].keys() if ref["tensors"][k] != got["tensors"][k]]
     if differ:
         out.append(f"{len(differ)} tensors differ, e.g. {sorted(differ)[:3]}")
-    for key in ("final_train_loss", "final_val_loss", "curve"):
+    for key in ("final_train_loss", "final_val_loss", "curve", "evals", "events"):
         if ref[key] != got[key]:
             out.append(f"{key} differs")
     return out

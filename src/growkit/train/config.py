@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -285,7 +286,7 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             return value
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return value
-        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         if t is str and isinstance(value, str):
             return value

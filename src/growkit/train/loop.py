@@ -150,8 +150,9 @@ class Trainer:
         self._saved_sparsity = {k.removeprefix("sparsity."): v for k, v in ckpt.extra().items()
                                 if k.startswith("sparsity.")}
         self.state = TrainState(**{k: ckpt.state.get(k, v) for k, v in asdict(TrainState()).items()})
-        for name in (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE):  # drop records the resumed run will write again
+        for name in (METRICS_FILE, TRAIN_LOG_FILE):  # drop records the resumed run will write again
             _truncate_records(self.run_dir / name, self.state.step)
+        _truncate_records(self.run_dir / EVENTS_FILE, self.state.step - 1)  # an event at step N follows N's checkpoint
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)

@@ -50,10 +50,14 @@ def nonfinite_step(loss: float, norm: torch.Tensor | float) -> bool:
 
 
 def skip_step(state: _Counters, loss: float, norm: float, limit: int, run_dir: Path) -> dict[str, Any]:
-    """Count a skipped step (``state.step + 1``), warn, log it; a `GrowkitError` at ``limit`` in a row."""
+    """Count a skipped step (``state.step + 1``), warn, log it; a `GrowkitError` at ``limit`` in a row.
+
+    The event's ``step`` is the steps completed before it (as for growth events), ``skipped_step`` the one
+    skipped."""
     state.nonfinite_in_a_row += 1
     state.skipped_steps += 1
-    event = {"step": state.step + 1, "event": "nonfinite_step", "loss": loss, "grad_norm": norm,
+    event = {"step": state.step, "event": "nonfinite_step", "skipped_step": state.step + 1, "loss": loss,
+             "grad_norm": norm,
              "in_a_row": state.nonfinite_in_a_row, "skipped_total": state.skipped_steps}
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
         with open(run_dir / EVENTS_FILE, "a") as f:
