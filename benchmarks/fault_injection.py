@@ -2,7 +2,7 @@
 and at random moments; resume it each time; its final weights, optimizer moments and losses must be
 bit-identical to one uninterrupted run (see `growkit.bench.faults` for the run and the checks).
 
-    python benchmarks/fault_injection.py [--random 6] [--seed 0] [--work runs/fault-injection]
+    python benchmarks/fault_injection.py [--random 4] [--seed 0] [--work runs/fault-injection]
 
 Prints one row per trial, writes the results as JSON (``--out``), and ends with ``fault_trials_ok: K/N``.
 Exit status 1 when a trial fails.
@@ -21,7 +21,7 @@ from growkit.bench.faults import deterministic_trials, run_trials, table, to_jso
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--random", type=int, default=6, help="trials killed from outside at random moments")
+    parser.add_argument("--random", type=int, default=4, help="trials killed from outside at random moments")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kill moments")
     parser.add_argument("--work", default="runs/fault-injection", help="folder of the trials' run dirs and logs")
     parser.add_argument("--out", default="benchmarks/results/fault_injection.json")

@@ -229,8 +229,8 @@ def _describe(hint: Any) -> str:
         return f"a table of {_describe(args[0])} → {_describe(args[1])}"
     if origin is list:
         return f"a list of {_describe(args[0])}"
-    name = getattr(hint, "__name__", str(hint))
-    return "a finite float" if hint is float else name
+    names = {int: "a whole number", float: "a finite number", bool: "true or false", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _check_int(name: str, value: Any) -> None:
