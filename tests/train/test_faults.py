@@ -84,3 +84,21 @@ def test_disk_full_mid_run_keeps_the_run_and_resumes_exactly(tmp_path: Path, mon
         def losses(d: Path, name: str = name) -> list:
             return [(r["step"], r.get("train_loss"), r.get("val_loss")) for r in map(json.loads, (d / name).open())]
         assert losses(tmp_path / "run") == losses(tmp_path / "full")
+
+
+def test_cli_resume_falls_back_with_a_one_line_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from growkit.cli import main
+
+    args = ["train", *(a for s in [*TINY, f"run.dir={tmp_path}", "train.max_steps=4", "run.eval_every=2"]
+                       for a in ("--set", s))]
+    assert main(args) == 0
+    newest = tmp_path / "checkpoints" / "step_00000004" / "model.safetensors"
+    data = newest.read_bytes()
+    newest.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0  # step 2 → 4 again
+    err = capsys.readouterr().err
+    assert ("growkit: warning: checkpoint " in err and "model.safetensors does not match its checksum" in err
+            and "kept for inspection as corrupt-step_00000004: falling back to" in err), err
+    assert (tmp_path / "checkpoints" / "corrupt-step_00000004").is_dir()
+    assert (tmp_path / "checkpoints" / "step_00000004").is_dir()

@@ -313,7 +313,7 @@ def _fall_back(good: Path, problems: list[str], damaged: list[Path]) -> None:
         except OSError:
             kept.append(bad.name)
     aside = f"; kept for inspection as {', '.join(kept)}" if kept else ""
-    warnings.warn(f"growkit: {'; '.join(problems)}{aside}: falling back to {good}", GrowkitWarning, stacklevel=3)
+    warnings.warn(f"{'; '.join(problems)}{aside}: falling back to {good}", GrowkitWarning, stacklevel=3)
 
 
 def _digest(path: Path) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def skip_step(state: _Counters, loss: float, norm: float, limit: int, run_dir: P
             f"non-finite loss or gradient (loss {loss}, gradient norm {norm}), the limit train.max_nonfinite_steps: "
             f"lower train.lr or set train.grad_clip, then continue with --resume; the checkpoints in "
             f"{run_dir / 'checkpoints'} hold the last good weights (skipped steps never change them)")
-    warnings.warn(f"growkit: step {state.step + 1}: non-finite loss {loss} or gradient norm {norm}; the optimizer "
+    warnings.warn(f"step {state.step + 1}: non-finite loss {loss} or gradient norm {norm}; the optimizer "
                   f"step is skipped ({state.nonfinite_in_a_row} in a row, at most {limit})", GrowkitWarning,
                   stacklevel=3)
     return event
