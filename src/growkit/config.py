@@ -33,6 +33,8 @@ from growkit.errors import GrowkitError
 
 ARCHS = ("gpt2", "bert", "llama")
 ACTIVATIONS = ("gelu", "gelu_tanh", "silu", "relu")
+MAX_SIZE = 2**31 - 1
+"""No size of a model may exceed this (a typo guard: such a tensor would not fit any memory)."""
 _DEFAULT_EPS = {"gpt2": 1e-5, "bert": 1e-12, "llama": 1e-5}
 _DEFAULT_ACT = {"gpt2": "gelu_tanh", "bert": "gelu", "llama": "silu"}
 
@@ -238,6 +240,8 @@ def _check_int(name: str, value: Any) -> None:
         raise GrowkitError(f"{name} must be a whole number, got {value!r}")
     if value < 1:
         raise GrowkitError(f"{name} must be at least 1, got {value}")
+    if value > MAX_SIZE:
+        raise GrowkitError(f"{name} = {value} is far too large (at most {MAX_SIZE:,}): check for a typo")
 
 
 def _llama_ffn(d_model: int) -> int:

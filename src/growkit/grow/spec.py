@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from growkit.config import TransformerConfig, check_types
+from growkit.config import MAX_SIZE, TransformerConfig, check_types
 from growkit.errors import GrowkitError
 
 #: Dimensions in the order `grow` applies them (each step preserves the function, so any order would).
@@ -88,6 +88,8 @@ class GrowthSpec:
             old = getattr(cfg, dim)
             if isinstance(new, bool) or not isinstance(new, int):
                 raise GrowkitError(f"GrowthSpec.{dim} must be a whole number, got {new!r}")
+            if new > MAX_SIZE:
+                raise GrowkitError(f"cannot grow {dim} to {new}: far too large (at most {MAX_SIZE:,}); a typo?")
             if new < old:
                 raise GrowkitError(
                     f"cannot grow {dim} {old} → {new}: sizes only grow (leave {dim} unset to keep {old})")
