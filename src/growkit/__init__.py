@@ -10,7 +10,7 @@ Note: ``gk.train`` is the function; the subpackage is reached as ``from growkit.
 
 from growkit import adapters  # from_hf / to_hf; transformers itself is imported only when they are called
 from growkit.config import TransformerConfig
-from growkit.errors import GrowkitError
+from growkit.errors import GrowkitError, GrowkitWarning
 from growkit.grow import GrowthSpec, carry_optimizer_state, check_preserved, fold_masks, grow, ramp_masks
 from growkit.model import Transformer
 from growkit.record import GrowthRecord
@@ -18,7 +18,7 @@ from growkit.sparse import SparsityConfig, SparsityController, sparsify
 from growkit.train import RunConfig, Trainer
 from growkit.train import train as train  # the function shadows the subpackage attribute on purpose
 
-__all__ = ["GrowkitError", "GrowthRecord", "GrowthSpec", "RunConfig", "SparsityConfig", "SparsityController",
-           "Trainer", "Transformer", "TransformerConfig", "adapters", "carry_optimizer_state", "check_preserved",
-           "fold_masks", "grow", "ramp_masks", "sparsify", "train"]
+__all__ = ["GrowkitError", "GrowkitWarning", "GrowthRecord", "GrowthSpec", "RunConfig", "SparsityConfig",
+           "SparsityController", "Trainer", "Transformer", "TransformerConfig", "adapters", "carry_optimizer_state",
+           "check_preserved", "fold_masks", "grow", "ramp_masks", "sparsify", "train"]
 __version__ = "0.1.0"

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
-from growkit.errors import GrowkitError
+from growkit.errors import GrowkitError, GrowkitWarning
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -172,10 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+    """`GrowkitWarning`s (a damaged checkpoint skipped, a non-finite step skipped) as one line each."""
+    if issubclass(category, GrowkitWarning):
+        print(f"growkit: warning: {message}", file=sys.stderr)
+    else:
+        _default_show_warning(message, category, *args, **kw)
+
+
+_default_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores the default display when main returns
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except GrowkitError as e:
         print(f"growkit: error: {e}", file=sys.stderr)
         return 2

@@ -21,7 +21,10 @@ After a growth the per-head widths need not divide ``d_model`` any more; that is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -30,6 +33,8 @@ from growkit.errors import GrowkitError
 
 ARCHS = ("gpt2", "bert", "llama")
 ACTIVATIONS = ("gelu", "gelu_tanh", "silu", "relu")
+MAX_SIZE = 2**31 - 1
+"""No size of a model may exceed this (a typo guard: such a tensor would not fit any memory)."""
 _DEFAULT_EPS = {"gpt2": 1e-5, "bert": 1e-12, "llama": 1e-5}
 _DEFAULT_ACT = {"gpt2": "gelu_tanh", "bert": "gelu", "llama": "silu"}
 
@@ -157,7 +162,10 @@ class TransformerConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "model") -> TransformerConfig:
         """Build from a dict (TOML section, JSON); unknown keys and wrong types are clear errors."""
+        if not isinstance(d, dict):
+            raise GrowkitError(f"[{where}] must be a table of TransformerConfig keys, got {d!r}")
         check_keys(d, (f.name for f in fields(cls)), f"[{where}]")
+        check_types(d, cls, f"{where}.")
         return cls(**d)
 
     def replace(self, **changes: Any) -> TransformerConfig:
@@ -174,11 +182,66 @@ def check_keys(values: dict[str, Any], known: Iterable[str], where: str) -> None
         raise GrowkitError(f"unknown key(s) in {where}: {', '.join(unknown)}; known keys: {', '.join(known)}")
 
 
+def check_types(values: dict[str, Any], cls: type, prefix: str) -> None:
+    """Raise a `GrowkitError` for the first value of ``values`` that does not fit the type hint of the
+    dataclass field of ``cls`` with its name, e.g. ``model.n_layers must be int, got '4' (str)``.
+
+    An int fits a float; a bool fits neither; floats must be finite (NaN or inf is never a valid setting);
+    ``dict[K, V]`` and ``list[T]`` are checked item by item. Unknown keys are `check_keys`' job."""
+    hints = _hints(cls)
+    for key, value in values.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise GrowkitError(f"{prefix}{key} must be {_describe(hints[key])}, got {value!r} "
+                               f"({type(value).__name__})")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    return True  # Any, or a hint the class checks itself
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "none"
+    if origin is dict:
+        return f"a table of {_describe(args[0])} → {_describe(args[1])}"
+    if origin is list:
+        return f"a list of {_describe(args[0])}"
+    names = {int: "a whole number", float: "a finite number", bool: "true or false", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 def _check_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise GrowkitError(f"{name} must be a whole number, got {value!r}")
     if value < 1:
         raise GrowkitError(f"{name} must be at least 1, got {value}")
+    if value > MAX_SIZE:
+        raise GrowkitError(f"{name} = {value} is far too large (at most {MAX_SIZE:,}): check for a typo")
 
 
 def _llama_ffn(d_model: int) -> int:

@@ -7,3 +7,8 @@ class GrowkitError(ValueError):
     Every error growkit raises deliberately is a ``GrowkitError``; the CLI prints its message on one
     line (no traceback) and exits with status 2. Anything else escaping growkit is a bug.
     """
+
+
+class GrowkitWarning(UserWarning):
+    """Something growkit recovered from on its own (a damaged checkpoint skipped, a non-finite step
+    skipped): the run goes on, but the user should know."""

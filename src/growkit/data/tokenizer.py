@@ -254,4 +254,4 @@ def load_tokenizer(spec: str) -> Tokenizer:
         return ByteTokenizer()
     if spec.startswith("hf:"):
         return _load_hf_dir(spec)
-    raise GrowkitError(f"unknown tokenizer '{spec}': {_UNKNOWN_HINT}")
+    raise GrowkitError(f"unknown tokenizer {spec!r}: {_UNKNOWN_HINT}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from growkit.config import TransformerConfig
+from growkit.config import MAX_SIZE, TransformerConfig, check_types
 from growkit.errors import GrowkitError
 
 #: Dimensions in the order `grow` applies them (each step preserves the function, so any order would).
@@ -66,6 +66,13 @@ class GrowthSpec:
 
     def __post_init__(self) -> None:
         self._methods = _resolve_methods(self.method)
+        for name in ("std", "noise"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not 0.0 <= value < float("inf")):
+                raise GrowkitError(f"growth spec {name} must be a finite number >= 0, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise GrowkitError(f"growth spec seed must be a whole number >= 0, got {self.seed!r}")
 
     def method_for(self, dim: str) -> str:
         return self._methods[dim]
@@ -81,6 +88,8 @@ class GrowthSpec:
             old = getattr(cfg, dim)
             if isinstance(new, bool) or not isinstance(new, int):
                 raise GrowkitError(f"GrowthSpec.{dim} must be a whole number, got {new!r}")
+            if new > MAX_SIZE:
+                raise GrowkitError(f"cannot grow {dim} to {new}: far too large (at most {MAX_SIZE:,}); a typo?")
             if new < old:
                 raise GrowkitError(
                     f"cannot grow {dim} {old} → {new}: sizes only grow (leave {dim} unset to keep {old})")
@@ -94,6 +103,8 @@ class GrowthSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GrowthSpec:
         """From a TOML/JSON table; dimension aliases (``depth`` …) are accepted as size keys too."""
+        if not isinstance(d, dict):
+            raise GrowkitError(f"a growth spec must be a table of sizes and options, got {d!r}")
         known = {f.name for f in fields(cls) if f.init}
         out: dict[str, Any] = {}
         for key, value in d.items():
@@ -102,6 +113,7 @@ class GrowthSpec:
                 raise GrowkitError(f"unknown growth key {key!r}: sizes are {', '.join(DIMENSIONS)}; options are "
                                    f"method, depth_placement, std, seed, noise")
             out[name] = value
+        check_types(out, cls, "growth spec ")
         return cls(**out)
 
 

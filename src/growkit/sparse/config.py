@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from growkit.config import check_keys
+from growkit.config import check_keys, check_types
 from growkit.errors import GrowkitError
 
 DISTRIBUTIONS = ("uniform", "erk")
@@ -151,6 +151,7 @@ class SparsityConfig:
         if not isinstance(d, dict):
             raise GrowkitError(f"{where} must be a table of SparsityConfig keys")
         check_keys(d, (f.name for f in fields(cls)), where)
+        check_types(d, cls, "sparsity.")
         return cls(**d)
 
 

@@ -5,7 +5,8 @@ The sections and keys are part of the public contract (DESIGN.md, "A run, as a T
     [model]     a TransformerConfig (vocab_size defaults to the tokenizer's, max_seq_len to data.seq_len)
     [data]      tokenizer, path, seq_len, val_fraction, cache_dir, mlm_prob
     [train]     max_steps | max_tokens | max_flops, batch_size, micro_batch_size, lr, min_lr, warmup_steps,
-                decay, weight_decay, beta1, beta2, eps, grad_clip, dtype, seed, device
+                decay, weight_decay, beta1, beta2, eps, grad_clip, dtype, seed, device,
+                max_nonfinite_steps
     [run]       dir, eval_every, eval_batches, log_every, ckpt_every, keep_checkpoints, progress,
                 tensorboard, plots
     [parallel]  fsdp, backend (multi-process runs under torchrun; see growkit.train.distributed)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -72,6 +74,8 @@ class TrainConfig:
     """``float32``, or ``bfloat16`` for bf16 autocast (weights and optimizer stay float32)."""
     seed: int = 0
     device: str = "cpu"
+    max_nonfinite_steps: int = 5
+    """A non-finite loss or gradient skips the step; this many in a row stop the run (`growkit.train.numerics`)."""
 
 
 @dataclass
@@ -158,6 +162,7 @@ class RunConfig:
             raise GrowkitError("the run has no length: set train.max_steps, train.max_tokens or train.max_flops")
         _positive(train_max_steps=t.max_steps, train_max_tokens=t.max_tokens, train_max_flops=t.max_flops,
                   train_batch_size=t.batch_size, train_micro_batch_size=t.micro_batch_size, train_lr=t.lr,
+                  train_max_nonfinite_steps=t.max_nonfinite_steps,
                   data_seq_len=dt.seq_len, data_start_seq_len=dt.start_seq_len,
                   run_eval_every=r.eval_every, run_eval_batches=r.eval_batches,
                   run_log_every=r.log_every, run_ckpt_every=r.ckpt_every, run_keep_checkpoints=r.keep_checkpoints)
@@ -304,7 +309,7 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             return value
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return value
-        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         if t is str and isinstance(value, str):
             return value

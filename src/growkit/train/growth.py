@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from growkit.config import check_keys
+from growkit.config import check_keys, check_types
 from growkit.errors import GrowkitError
 from growkit.grow.spec import GrowthSpec
 
@@ -65,7 +65,10 @@ class GrowthStage:
     @classmethod
     def from_dict(cls, d: dict[str, Any], index: int) -> GrowthStage:
         where = f"[[growth]] stage {index + 1}"
+        if not isinstance(d, dict):
+            raise GrowkitError(f"{where} must be a table (write it as [[growth]] with keys), got {d!r}")
         check_keys(d, (f.name for f in fields(cls)), where)
+        check_types(d, cls, f"{where}: ")
         stage = cls(**d)
         if sum(x is not None for x in (stage.at_step, stage.at_tokens, stage.at_flops, stage.at_fraction)) != 1:
             raise GrowkitError(f"{where} needs exactly one of at_step, at_tokens, at_flops, at_fraction")

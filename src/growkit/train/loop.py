@@ -35,8 +35,10 @@ from growkit.sparse import SparsityConfig, SparsityController, sparsify
 from growkit.train.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
 from growkit.train.config import RunConfig, TrainConfig
 from growkit.train.distributed import check_divides, setup
+from growkit.train.faults import fault_point
 from growkit.train.growth import GrowthStage, ramp_value
 from growkit.train.metrics import EVENTS_FILE, METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
+from growkit.train.numerics import grad_norm, nonfinite_step, skip_step
 from growkit.train.schedule import progress, scheduled_lr
 
 
@@ -67,6 +69,9 @@ class TrainState:
     new_warmup_steps: int = 0
     flops_dense: float = 0.0
     """Training FLOPs the same steps would have cost dense (equal to ``flops`` without sparsity)."""
+    nonfinite_in_a_row: int = 0
+    """Optimizer steps skipped in a row for a non-finite loss or gradient (`growkit.train.numerics`)."""
+    skipped_steps: int = 0
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -162,9 +167,10 @@ class Trainer:
         self._saved_sparsity = {k.removeprefix("sparsity."): v for k, v in ckpt.extra().items()
                                 if k.startswith("sparsity.")}
         self.state = TrainState(**{k: ckpt.state.get(k, v) for k, v in asdict(TrainState()).items()})
-        for name in (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE):  # drop records the resumed run will write again
-            if self.parallel.is_main:
+        if self.parallel.is_main:  # drop records the resumed run will write again
+            for name in (METRICS_FILE, TRAIN_LOG_FILE):
                 _truncate_records(self.run_dir / name, self.state.step)
+            _truncate_records(self.run_dir / EVENTS_FILE, self.state.step - 1)  # step N's events follow its checkpoint
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
@@ -233,10 +239,14 @@ class Trainer:
         total = par.mean(total)
         if self.sparsity is not None:
             par.average_(self.sparsity.captured_gradients().values())  # RigL scores from the global batch
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        with self._new_entry_warmup():
-            self.optimizer.step()
+        norm = grad_norm(self.model.parameters(), self.cfg.train.grad_clip)
+        if nonfinite_step(total / accum, norm):  # every rank agrees; the weights stay, the batch is consumed
+            skip_step(self.state, total / accum, float(norm), self.cfg.train.max_nonfinite_steps, self.run_dir)
+        else:
+            self.state.nonfinite_in_a_row = 0
+            with self._new_entry_warmup():
+                self.optimizer.step()
+        fault_point("after_optimizer", self.state.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.state.tokens += self.tokens_per_step
@@ -274,6 +284,7 @@ class Trainer:
             return
         c = ramp_value(s.step, s.ramp_start, s.ramp_steps)
         ramp_masks(self.model, c)
+        fault_point("mid_ramp", s.step)
         if c >= 1.0:
             fold_masks(self.model)
             s.ramp_start = None
@@ -303,6 +314,7 @@ class Trainer:
             whole = self.parallel.full(self.model, self.optimizer, self._make_optimizer)
             assert whole is not None
             new, record = grow(whole[0], spec)
+            fault_point("mid_growth", s.step)
             self.optimizer = carry_optimizer_state(whole[1], new, record)
             self.model, self.model_cfg = new.to(self.device), new.cfg
             if self.sparsity is not None:
@@ -387,6 +399,7 @@ class Trainer:
             if self.state.step == 0:  # where the run starts, for the plots and the "loss fell" check
                 eval_record = self._eval_and_log(logger, bar, train_loss=None)
             while self.progress() < 1.0:
+                fault_point("before_step", self.state.step)
                 for event in self.grow_due_stages():
                     logger.log_event(event)
                     self._say(bar, f"step {event['step']:>6} | growth stage {event['stage']}: {event['grow']} "

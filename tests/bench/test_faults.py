@@ -1,0 +1,27 @@
+"""The short fault-injection run (CI): three SIGKILLs — in a growth event, mid-ramp, mid-checkpoint —
+resumed each time, bit-identical to the uninterrupted run; and the comparison does see a difference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from growkit.bench.faults import ci_trial, compare, damage_newest, fingerprint, run_trials
+
+
+def test_three_kills_resume_bit_identical(tmp_path: Path) -> None:
+    (result,), _ = run_trials([ci_trial()], tmp_path)
+    assert result.ok, result.problems
+    assert result.kills_landed == 3 and result.launches == 4
+    events = [json.loads(line) for line in (tmp_path / "ci" / "events.jsonl").read_text().splitlines()]
+    assert [e["stage"] for e in events if e["event"] == "growth"] == [1, 2]  # both growths, once each
+
+    # the check is not vacuous: one changed byte in the final weights, or another loss, is a difference
+    ref = fingerprint(tmp_path / "reference")
+    assert compare(ref, fingerprint(tmp_path / "ci")) == []
+    key = next(k for k in ref["tensors"] if k.startswith("model"))
+    dtype, shape, data = ref["tensors"][key]
+    flipped = {**ref, "tensors": {**ref["tensors"], key: (dtype, shape, bytes([data[0] ^ 1]) + data[1:])}}
+    assert compare(ref, flipped) == ["1 tensors differ, e.g. " + str([key])]
+    assert compare(ref, {**ref, "final_val_loss": ref["final_val_loss"] + 1e-12}) == ["final_val_loss differs"]
+    assert damage_newest(tmp_path / "ci", "flip").startswith("step_")
