@@ -139,7 +139,7 @@ def test_lr_policies() -> None:
     ({"grow": {"d_ff": 64}}, "exactly one of at_step"),
     ({"at_fraction": 1.5, "grow": {"d_ff": 64}}, "at_fraction must be in [0, 1)"),
     ({"at_step": 2, "grow": {"d_ff": 64}, "lr_scale": 0}, "lr_scale must be a number > 0"),
-    ({"at_step": 2, "grow": {"d_ff": 64}, "lr_scale": "half"}, "lr_scale must be a number > 0"),
+    ({"at_step": 2, "grow": {"d_ff": 64}, "lr_scale": "half"}, "lr_scale must be a finite number"),
     ({"at_step": 2, "grow": {"d_ff": 64}, "bogus": 1}, "unknown key(s) in [[growth]] stage 1: bogus"),
     ({"at_step": 2}, "grows nothing"),
     ({"at_step": 2, "grow": {"d_ff": 64}, "lr": "fast"}, "lr must be one of"),
