@@ -34,6 +34,7 @@ from growkit.sparse import SparsityConfig, SparsityController, sparsify
 from growkit.train.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
 from growkit.train.config import RunConfig, TrainConfig
 from growkit.train.growth import GrowthStage, ramp_value
+from growkit.train.hf_start import hf_start
 from growkit.train.metrics import EVENTS_FILE, METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
 from growkit.train.schedule import progress, scheduled_lr
 
@@ -85,10 +86,15 @@ class Trainer:
         self.run_dir = Path(cfg.run.dir)
         t = cfg.train
         self.device = torch.device(_pick_device(t.device))
-        self.tokenizer = load_tokenizer(cfg.data.tokenizer)
+        start: Transformer | None = None  # the initial model, when [model] names a Hugging Face folder
+        if "hf" in cfg.model:
+            start, self.model_cfg, self.tokenizer = hf_start(cfg.model, cfg.data.tokenizer, cfg.data.seq_len)
+        else:
+            self.tokenizer = load_tokenizer(cfg.data.tokenizer)
         self.data = prepare_data(self.tokenizer, cfg.data.path, cfg.data.cache_dir, cfg.data.val_fraction)
         checkpoint = _prepare_run_dir(self.run_dir, resume)
-        self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
+        if start is None:
+            self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
         if self.model_cfg.arch == "bert" and self.tokenizer.mask_id is None:
             raise GrowkitError(f"tokenizer {cfg.data.tokenizer!r} has no mask token, which BERT's masked-LM "
                                f"needs: use data.tokenizer = 'bpe' or 'byte'")
@@ -96,7 +102,7 @@ class Trainer:
         self.stages = cfg.stages()
         _check_stage_lengths(self.model_cfg, self.stages, cfg.data.start_seq_len)
         torch.manual_seed(t.seed)
-        self.model = Transformer(self.model_cfg, seed=t.seed).to(self.device)
+        self.model = (start if start is not None else Transformer(self.model_cfg, seed=t.seed)).to(self.device)
         self.optimizer = build_optimizer(self.model, t)
         self.state = TrainState()
         self.new_entries: dict[str, torch.Tensor] = {}  # param name → bool mask of entries in new-LR warmup
