@@ -153,12 +153,3 @@ def test_bad_hf_folders(tmp_path: Path) -> None:
     (small / "tokenizer.json").write_text(shipped_bpe_text())
     with pytest.raises(GrowkitError, match=r"has 8192 ids but the model of model\.hf embeds 99"):
         Trainer(RunConfig.from_dict(run_dict(small, tmp_path / "r3")))
-
-
-def test_export_mid_ramp_refused(tmp_path: Path) -> None:
-    src = hf_folder(tmp_path / "hf", "gpt2")
-    d = run_dict(src, tmp_path / "run")
-    d["growth"] = [{"at_step": 1, "grow": {"d_ff": 64}, "method": "masked", "ramp_steps": 10}]
-    Trainer(RunConfig.from_dict(d)).fit(stop_at_step=2)
-    with pytest.raises(GrowkitError, match=r"during the mask ramp .* after the ramp ends \(step 11\)"):
-        export_run(tmp_path / "run", tmp_path / "out")
