@@ -1,4 +1,4 @@
-"""The ``growkit`` command: ``growkit train | grow | plot | bench``.
+"""The ``growkit`` command: ``growkit train | grow | export | plot | bench``.
 
 Errors growkit raises on purpose (`GrowkitError`) are printed as one line, ``growkit: error: ...``,
 with exit status 2 and no traceback; anything else is a bug and keeps its traceback.
@@ -109,6 +109,17 @@ def _grow_hf(args: argparse.Namespace, spec: Any) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """``growkit export RUN_OR_CKPT --out DIR [--base HF_DIR]``: a run's model as a save_pretrained folder."""
+    from growkit.train.export import export_run
+
+    r = export_run(args.source, args.out, args.base)
+    print(f"step {r['step']}: {r['params']:,} parameters as {r['hf_class']}; tokenizer: {r['tokenizer'] or 'none'}")
+    print(f"max |Δlogits| growkit vs the reloaded folder (float32): {r['max_abs_dlogits']:.3e}")
+    print(f"wrote {r['out']}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from growkit.train.plots import plot_runs
 
@@ -153,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--matrix", action="store_true",
                    help="print which arch × dimension × method preserves the function, approximates or is refused")
     p.set_defaults(func=_cmd_grow)
+
+    p = sub.add_parser("export", help="write a run's model (its latest checkpoint) as a Hugging Face folder")
+    p.add_argument("source", metavar="RUN_OR_CKPT", help="a run dir (its latest checkpoint) or a checkpoint dir")
+    p.add_argument("--out", required=True, metavar="DIR", help="the save_pretrained folder to write (new or empty)")
+    p.add_argument("--base", metavar="HF_DIR", help="HF folder or .gguf whose class, token ids and generation "
+                   "config to keep (default: the run's model.hf)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("plot", help="plot val loss vs FLOPs and vs wall-clock for one or more runs")
     p.add_argument("runs", nargs="+", help="run directories (each holds metrics.jsonl)")

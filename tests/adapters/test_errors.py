@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -83,3 +85,18 @@ def test_export_class_must_fit_the_arch() -> None:
 def test_grow_on_an_hf_model_points_to_from_hf() -> None:
     with pytest.raises(gk.GrowkitError, match="from_hf"):
         gk.grow(tiny_hf("gpt2"), gk.GrowthSpec(d_ff=64))
+
+
+def test_head_dim_growth_on_rope_names_the_alternatives(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from growkit.cli import main
+
+    hf = tiny_hf("llama")  # d_head 8
+    with pytest.raises(gk.GrowkitError, match=r"q/k width growth under RoPE: d_head 8 → 12 .*multiple of 8 "
+                                              r"\(16, 24, …\).*grow n_heads instead"):
+        gk.grow(from_hf(hf), gk.GrowthSpec(d_head=12, method="zero"))
+    with pytest.raises(gk.GrowkitError, match=r"under RoPE cannot be split.*grow n_heads instead"):
+        gk.grow(from_hf(hf), gk.GrowthSpec(d_head=16, method="split"))
+    hf.save_pretrained(tmp_path / "small")
+    assert main(["grow", "--hf", str(tmp_path / "small"), "--to", "d_head=12", "--method", "zero",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "grow n_heads instead" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -2,7 +2,8 @@
 
 The sections and keys are part of the public contract (DESIGN.md, "A run, as a TOML file")::
 
-    [model]     a TransformerConfig (vocab_size defaults to the tokenizer's, max_seq_len to data.seq_len)
+    [model]     a TransformerConfig (vocab_size defaults to the tokenizer's, max_seq_len to data.seq_len),
+                or ``hf = "DIR"`` alone: start from a Hugging Face model (growkit.train.hf_start)
     [data]      tokenizer, path, seq_len, val_fraction, cache_dir, mlm_prob
     [train]     max_steps | max_tokens | max_flops, batch_size, micro_batch_size, lr, min_lr, warmup_steps,
                 decay, weight_decay, beta1, beta2, eps, grad_clip, dtype, seed, device,
@@ -32,6 +33,7 @@ from growkit.config import TransformerConfig, check_keys
 from growkit.errors import GrowkitError
 from growkit.sparse import SparsityConfig
 from growkit.train.growth import GrowthStage, parse_stages
+from growkit.train.hf_start import check_hf_section
 
 
 @dataclass
@@ -120,6 +122,9 @@ class RunConfig:
     # -- derived -------------------------------------------------------------------------------
     def model_config(self, vocab_size: int) -> TransformerConfig:
         """The model's config, with vocab_size and max_seq_len filled from the data when unset."""
+        if "hf" in self.model:
+            raise GrowkitError("model.hf: the model's config comes from its Hugging Face folder "
+                               "(growkit.train.hf_start.hf_start), not from [model]")
         d = dict(self.model)
         d.setdefault("vocab_size", vocab_size)
         d.setdefault("max_seq_len", self.data.seq_len)
@@ -151,13 +156,13 @@ class RunConfig:
     # -- checks --------------------------------------------------------------------------------
     def validate(self) -> RunConfig:
         t, r, dt = self.train, self.run, self.data
-        if "hf" in self.model:
-            raise GrowkitError("model.hf (start from a Hugging Face model) is not supported yet: "
-                               "describe the model with TransformerConfig keys instead")
-        probe = dict(self.model)
-        probe.setdefault("vocab_size", 256)
-        probe.setdefault("max_seq_len", dt.seq_len)
-        TransformerConfig.from_dict(probe)
+        if "hf" in self.model:  # the model comes from a Hugging Face folder (growkit.train.hf_start)
+            check_hf_section(self.model, dt.tokenizer)
+        else:
+            probe = dict(self.model)
+            probe.setdefault("vocab_size", 256)
+            probe.setdefault("max_seq_len", dt.seq_len)
+            TransformerConfig.from_dict(probe)
         if t.max_steps is None and t.max_tokens is None and t.max_flops is None:
             raise GrowkitError("the run has no length: set train.max_steps, train.max_tokens or train.max_flops")
         _positive(train_max_steps=t.max_steps, train_max_tokens=t.max_tokens, train_max_flops=t.max_flops,

@@ -37,6 +37,7 @@ from growkit.train.config import RunConfig, TrainConfig
 from growkit.train.distributed import check_divides, setup
 from growkit.train.faults import fault_point
 from growkit.train.growth import GrowthStage, ramp_value
+from growkit.train.hf_start import hf_start
 from growkit.train.metrics import EVENTS_FILE, METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
 from growkit.train.numerics import grad_norm, nonfinite_step, skip_step
 from growkit.train.schedule import progress, scheduled_lr
@@ -96,12 +97,17 @@ class Trainer:
         self.parallel = setup(_pick_device(t.device), cfg.parallel.fsdp, cfg.parallel.backend)  # torchrun: join
         self.device = self.parallel.device
         check_divides(self.parallel.world_size, cfg.micro_batch_size)
-        self.tokenizer = load_tokenizer(cfg.data.tokenizer)
+        start: Transformer | None = None  # the initial model, when [model] names a Hugging Face folder
+        if "hf" in cfg.model:
+            start, self.model_cfg, self.tokenizer = hf_start(cfg.model, cfg.data.tokenizer, cfg.data.seq_len)
+        else:
+            self.tokenizer = load_tokenizer(cfg.data.tokenizer)
         with self.parallel.first(local=True):  # one process per machine tokenizes, the others read its cache
             self.data = prepare_data(self.tokenizer, cfg.data.path, cfg.data.cache_dir, cfg.data.val_fraction)
         with self.parallel.first():  # rank 0 checks and creates the run dir before the others look
             checkpoint = _prepare_run_dir(self.run_dir, resume)
-        self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
+        if start is None:
+            self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
         if self.model_cfg.arch == "bert" and self.tokenizer.mask_id is None:
             raise GrowkitError(f"tokenizer {cfg.data.tokenizer!r} has no mask token, which BERT's masked-LM "
                                f"needs: use data.tokenizer = 'bpe' or 'byte'")
@@ -109,7 +115,7 @@ class Trainer:
         self.stages = cfg.stages()
         _check_stage_lengths(self.model_cfg, self.stages, cfg.data.start_seq_len)
         torch.manual_seed(t.seed)
-        self.model = Transformer(self.model_cfg, seed=t.seed).to(self.device)
+        self.model = (start if start is not None else Transformer(self.model_cfg, seed=t.seed)).to(self.device)
         self.optimizer = build_optimizer(self.model, t)
         self.state = TrainState()
         self.new_entries: dict[str, torch.Tensor] = {}  # param name → bool mask of entries in new-LR warmup
