@@ -322,8 +322,11 @@ def _finished(spec: RunSpec) -> bool:
     except json.JSONDecodeError:
         return False
     stored = info.get("config")
-    if not isinstance(stored, dict) or _identity(stored) != _identity(_normalized(spec.config)) \
-            or info.get("threads") != spec.threads:
+    try:  # normalized again by today's RunConfig: a key growkit added since (at its default) is no difference
+        same = isinstance(stored, dict) and _identity(_normalized(stored)) == _identity(_normalized(spec.config))
+    except GrowkitError:  # a config this version no longer reads is not the same run
+        same = False
+    if not same or info.get("threads") != spec.threads:
         return False
     evals = [r for r in read_jsonl(metrics) if "val_loss" in r]
     if not evals or len(info.get("eval_seconds", [])) < len(evals):
