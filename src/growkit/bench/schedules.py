@@ -102,7 +102,8 @@ class Preset:
 #: LR 2e-3: 1e-3, 2e-3 and 4e-3 gave 5.858, 5.860 and 5.910 at 25 % of an earlier 640k budget.
 FULL = Preset(name="full", n_layers=4, d_model=256, n_heads=4, d_ff=1024, seq_len=128, tokens=560_000,
               batch_size=16, lr=2e-3, warmup_steps=15, ramp_steps=20, eval_batches=8, evals_per_run=4,
-              budgets=(0.5, 0.75, 1.0, 1.5), schedules=("scratch", "small", "msg", "late", "compound", "stack"))
+              budgets=(0.5, 0.75, 1.0, 1.5), schedules=("scratch", "small", "msg", "late", "compound", "stack"),
+              budget_overrides={"late": (0.5, 0.75, 1.0), "compound": (0.75, 1.0, 1.5), "stack": (1.0, 1.5)})
 #: ``--quick``: the same pipeline on a tiny model and budget (all schedules; a smoke test, < 5 min).
 QUICK = Preset(name="quick", n_layers=2, d_model=64, n_heads=2, d_ff=256, seq_len=64, tokens=48_000,
                batch_size=16, lr=3e-3, warmup_steps=5, ramp_steps=5, eval_batches=4, evals_per_run=3, threads=1)
