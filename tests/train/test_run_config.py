@@ -77,7 +77,7 @@ def test_grad_accumulation() -> None:
     (["train.max_steps=0"], "train.max_steps must be positive"),
     (["train.batch_size=10", "train.micro_batch_size=4"], "not a multiple of train.micro_batch_size"),
     (["train.decay='step'"], "train.decay must be one of cosine, linear, constant"),
-    (["train.dtype='float16'"], "train.dtype must be one of float32, bfloat16"),
+    (["train.dtype='float16'"], "train.dtype must be one of auto, float32, bfloat16"),
     (["data.val_fraction=1.5"], "data.val_fraction must be between 0 and 1"),
     (["model.n_heads=6", "model.n_kv_heads=4", "model.arch='llama'"], "must be a multiple of n_kv_heads"),
     (["model.n_kv_heads=2"], "has no grouped-query attention"),

@@ -75,11 +75,14 @@ class Preset:
     schedules: tuple[str, ...] = NAMES
     """Schedules run when ``--schedules`` is not given."""
     budget_overrides: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
+    """``train.dtype`` of every run: ``auto`` is bf16 autocast only where it is native and faster
+    (`growkit.train.hardware`); the resolved dtype is recorded with each run."""
     seed: int = 0
-    threads: int = 2
-    """Torch CPU threads for every run: fixed, because bf16 results depend on the thread count (and one
-    thread is faster for tiny models, whose steps are too small to split)."""
+    threads: int | None = None
+    """Torch CPU threads for every run (None: the cores this process may use, `hardware.default_threads`);
+    the same for all runs, because results depend on the thread count (one thread is faster for tiny
+    models, whose steps are too small to split)."""
 
     @property
     def target(self) -> dict[str, Any]:
@@ -186,7 +189,9 @@ def run_dict(p: Preset, s: Schedule, fraction: float, run_dir: str, max_flops: f
     ``max_flops`` replaces the token budget (the ``small`` baseline); ``eval_every`` is set by the caller
     once the run's number of steps is known (`growkit.bench.speedup.plan_run`)."""
     train: dict[str, Any] = {"batch_size": p.batch_size, "lr": p.lr, "warmup_steps": p.warmup_steps,
-                             "decay": "cosine", "dtype": p.dtype, "seed": p.seed, "device": "cpu"}
+                             "decay": "cosine", "dtype": p.dtype, "seed": p.seed, "device": "auto"}
+    if p.threads is not None:
+        train["threads"] = p.threads
     if max_flops is not None:
         train["max_flops"] = float(max_flops)
     else:
@@ -209,7 +214,7 @@ def schedule_toml(name: str, p: Preset = FULL, fraction: float = 1.0) -> str:
     The ``small`` baseline is written with the token budget (its FLOP match needs the benchmark's plan)."""
     s = schedules(p)[name]
     d = run_dict(p, s, fraction, f"runs/gpt-{name}")
-    d["train"].pop("device")  # a user's run picks its device; the benchmark pins the CPU
+    d["train"].pop("device")  # "auto", the default: a user's run picks its device
     # checkpoints, plots and the progress bar at their defaults (the benchmark turns them off)
     d["run"] = {"dir": d["run"]["dir"], "eval_every": 50, "eval_batches": p.eval_batches}
     lines = [f"# growkit bench speedup schedule {name!r}: {s.title}.",

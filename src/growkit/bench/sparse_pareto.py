@@ -46,7 +46,17 @@ from typing import Any
 
 from growkit.bench.schedules import Preset as SpeedupPreset
 from growkit.bench.schedules import Schedule, run_dict
-from growkit.bench.speedup import Point, RunResult, RunSpec, execute, frontier_cost, plan_run, read_result
+from growkit.bench.speedup import (
+    Point,
+    RunResult,
+    RunSpec,
+    execute,
+    frontier_cost,
+    plan_run,
+    preset_threads,
+    read_result,
+    resolved_now,
+)
 from growkit.errors import GrowkitError
 
 RESULTS_FILE = "results.json"
@@ -142,9 +152,10 @@ class ParetoPreset:
     density: float = 0.1
     blocks: tuple[int, ...] = (1, 16)
     sparse_lr_rule: bool = True
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None
+    """None: the cores this process may use (`growkit.train.hardware.default_threads`)."""
 
     @property
     def tokens(self) -> int:
@@ -229,7 +240,7 @@ def plan(p: ParetoPreset, out: Path, vocab_size: int) -> list[tuple[Variant, Run
         cfg = run_config(p, v, str(out / v.name))
         pl = plan_run(cfg, vocab_size)
         pl = replace(pl, flops=sparse_flops(cfg, vocab_size))
-        specs.append((v, RunSpec(v.name, v.kind, 1.0, cfg, pl, p.threads)))
+        specs.append((v, RunSpec(v.name, v.kind, 1.0, cfg, pl, preset_threads(p.threads))))
     return specs
 
 
@@ -317,6 +328,7 @@ def run_pareto(out: str | Path, preset: str | ParetoPreset = "full", log: Callab
     import json
 
     from growkit.data import load_tokenizer
+    from growkit.train.hardware import machine
 
     p = PRESETS[preset] if isinstance(preset, str) else preset
     unknown = sorted(set(overrides) - {f.name for f in fields(ParetoPreset)})
@@ -336,7 +348,7 @@ def run_pareto(out: str | Path, preset: str | ParetoPreset = "full", log: Callab
         f"({next(s.plan.flops for v, s in specs if v.kind != 'dense'):.3g} FLOPs), blocks "
         f"{', '.join(map(str, p.blocks))}, update every {p.update_every} steps, sparse LR rule "
         f"{'on' if p.sparse_lr_rule else 'off'}, "
-        f"{p.threads} thread(s); out: {out}")
+        f"{specs[0][1].threads} thread(s), {resolved_now(specs[0][1].config).summary()}; out: {out}")
     started = time.perf_counter()
     runs: list[tuple[Variant, RunResult]] = []
     for i, (v, spec) in enumerate(specs, 1):
@@ -366,6 +378,7 @@ def run_pareto(out: str | Path, preset: str | ParetoPreset = "full", log: Callab
         "best_dynamic": summary["best"],
         HEADLINE: {**asdict(head), "text": str(head)},
         "benchmark_wall_s": time.perf_counter() - started,
+        "hardware": machine(),
         "plot": str(png),
     }
     (out / RESULTS_FILE).write_text(json.dumps(data, indent=1))

@@ -35,6 +35,7 @@ schedules; if none reaches the target loss, the best speedup measured at a sched
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -43,10 +44,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from growkit.bench.schedules import BASELINES, NAMES, PRESETS, Preset, Schedule, run_dict, schedules
 from growkit.errors import GrowkitError
+
+if TYPE_CHECKING:
+    from growkit.train.hardware import Resolved
 
 BENCH_FILE = "bench.json"
 RESULTS_FILE = "results.json"
@@ -241,7 +245,7 @@ class RunSpec:
     config: dict[str, Any]
     plan: Plan
     threads: int = 2
-    """Torch CPU threads the run trains with (part of what makes it reproducible)."""
+    """Torch CPU threads the run trains with (part of what makes it reproducible; resolved, never None)."""
 
 
 @dataclass
@@ -292,7 +296,31 @@ def _spec(preset: Preset, s: Schedule, frac: float, out: Path, vocab_size: int,
     cfg = run_dict(preset, s, frac, run_dir, max_flops=max_flops)
     plan = plan_run(cfg, vocab_size)
     cfg["run"]["eval_every"] = max(1, math.ceil(plan.steps / preset.evals_per_run))
-    return RunSpec(run_name, s.name, frac, cfg, plan, preset.threads)
+    return RunSpec(run_name, s.name, frac, cfg, plan, preset_threads(preset.threads))
+
+
+def preset_threads(threads: int | None) -> int:
+    """A preset's thread count, ``None`` resolved to the cores this process may use."""
+    from growkit.train.hardware import default_threads
+
+    return threads or default_threads()
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_size(tokenizer: str) -> int:
+    from growkit.data import load_tokenizer
+
+    return load_tokenizer(tokenizer).vocab_size
+
+
+def resolved_now(cfg: dict[str, Any]) -> Resolved:
+    """What run config ``cfg`` (``train.dtype/device/threads``, possibly ``auto``) resolves to on this
+    machine now (no warning): compared with a finished run's record before it is reused."""
+    from growkit.train import RunConfig
+    from growkit.train.hardware import resolve_run
+
+    rc = RunConfig.from_dict(cfg)
+    return resolve_run(rc, rc.model_config(_vocab_size(rc.data.tokenizer)), warn=False)
 
 
 def _normalized(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -328,6 +356,8 @@ def _finished(spec: RunSpec) -> bool:
         same = False
     if not same or info.get("threads") != spec.threads:
         return False
+    if (info.get("resolved") or {}).get("identity") != resolved_now(spec.config).identity():
+        return False  # another dtype, device, thread count or CPU: a bf16 run is not a float32 run
     evals = [r for r in read_jsonl(metrics) if "val_loss" in r]
     if not evals or len(info.get("eval_seconds", [])) < len(evals):
         return False
@@ -419,6 +449,7 @@ def _train(spec: RunSpec, keep_checkpoints: bool) -> None:
     cpu_share = cpu / max(wall * spec.threads, 1e-9)
     info = {"config": _normalized(spec.config), "eval_seconds": trainer.eval_seconds, "wall_s": wall,
             "cpu_share": cpu_share, "threads": spec.threads,
+            "resolved": {**trainer.resolved.to_dict(), "identity": trainer.resolved.identity()},
             "params": trainer.model.num_params(), "final_model": trainer.model_cfg.to_dict()}
     (run_dir / BENCH_FILE).write_text(json.dumps(info, indent=1))
     if not keep_checkpoints:
@@ -438,7 +469,7 @@ def warm_up(preset: Preset, steps: int = 4) -> None:
         cfg = run_dict(preset, schedules(preset)["scratch"], 1.0, str(Path(tmp) / "run"))
         cfg["train"]["max_tokens"] = steps * preset.batch_size * preset.seq_len
         threads = torch.get_num_threads()
-        torch.set_num_threads(preset.threads)
+        torch.set_num_threads(preset_threads(preset.threads))
         try:
             with open(Path(tmp) / "log", "w") as log, contextlib.redirect_stdout(log):
                 trainer = Trainer(RunConfig.from_dict(cfg))
@@ -462,7 +493,7 @@ def read_result(spec: RunSpec, reused: bool = False) -> RunResult:
     return RunResult(spec.name, spec.schedule, spec.fraction, curve, int(info["params"]), int(evals[-1]["tokens"]),
                      max(jumps) if jumps else None, reused,
                      extra={"wall_s": info.get("wall_s"), "eval_s": sum(info["eval_seconds"]),
-                            "cpu_share": info.get("cpu_share"),
+                            "cpu_share": info.get("cpu_share"), "resolved": info.get("resolved"),
                             "steps": evals[-1]["step"], "final_model": info.get("final_model")})
 
 
@@ -595,6 +626,7 @@ def run_speedup(out: str | Path, preset: str | Preset = "full", names: Sequence[
 
     ``remeasure``: run again the finished runs whose cores were shared (see `execute`)."""
     from growkit.data import load_tokenizer
+    from growkit.train.hardware import machine
 
     p = PRESETS[preset] if isinstance(preset, str) else preset
     names = list(names) if names else list(p.schedules)
@@ -608,7 +640,8 @@ def run_speedup(out: str | Path, preset: str | Preset = "full", names: Sequence[
     total_flops = sum(s.plan.flops for s in specs)
     log(f"growkit bench speedup: preset {p.name!r} — target gpt2 {p.n_layers}L × {p.d_model} (d_ff {p.d_ff}, "
         f"{p.n_heads} heads), context {p.seq_len}, full budget {p.tokens:,} tokens; {len(specs)} runs, "
-        f"{total_flops:.3g} training FLOPs planned, {p.threads} CPU thread(s); out: {out}")
+        f"{total_flops:.3g} training FLOPs planned, {specs[0].threads} CPU thread(s), "
+        f"{resolved_now(specs[0].config).summary()}; out: {out}")
     results: list[RunResult] = []
     started = time.perf_counter()
     if not all(_finished(s) for s in specs) or remeasure:
@@ -645,6 +678,7 @@ def run_speedup(out: str | Path, preset: str | Preset = "full", names: Sequence[
         "headlines": {n: asdict(h) for n, h in summary["headlines"].items()},
         "best": best,
         "benchmark_wall_s": time.perf_counter() - started,
+        "hardware": machine(),
         "plots": [str(x) for x in plots],
     }
     (out / RESULTS_FILE).write_text(json.dumps(data, indent=1))

@@ -7,7 +7,7 @@ The sections and keys are part of the public contract (DESIGN.md, "A run, as a T
     [data]      tokenizer, path, seq_len, val_fraction, cache_dir, mlm_prob
     [train]     max_steps | max_tokens | max_flops, batch_size, micro_batch_size, lr, min_lr, warmup_steps,
                 decay, weight_decay, beta1, beta2, eps, grad_clip, dtype, seed, device,
-                max_nonfinite_steps
+                threads, max_nonfinite_steps
     [run]       dir, eval_every, eval_batches, log_every, ckpt_every, keep_checkpoints, progress,
                 tensorboard, plots
     [parallel]  fsdp, backend (multi-process runs under torchrun; see growkit.train.distributed)
@@ -72,10 +72,16 @@ class TrainConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float | None = 1.0
-    dtype: str = "float32"
-    """``float32``, or ``bfloat16`` for bf16 autocast (weights and optimizer stay float32)."""
+    dtype: str = "auto"
+    """``auto`` (bf16 autocast where the hardware runs bf16 natively and faster, else float32: see
+    `growkit.train.hardware`), ``float32``, or ``bfloat16`` for bf16 autocast (weights and optimizer stay
+    float32; on a CPU that emulates bf16 it runs, with a warning: many times slower)."""
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
+    """``auto`` (CUDA when available, with TF32 matmuls, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    threads: int | None = None
+    """Torch CPU threads; default: ``OMP_NUM_THREADS`` if set, else the cores this process may use (CPU
+    affinity and cgroup quota)."""
     max_nonfinite_steps: int = 5
     """A non-finite loss or gradient skips the step; this many in a row stop the run (`growkit.train.numerics`)."""
 
@@ -167,7 +173,7 @@ class RunConfig:
             raise GrowkitError("the run has no length: set train.max_steps, train.max_tokens or train.max_flops")
         _positive(train_max_steps=t.max_steps, train_max_tokens=t.max_tokens, train_max_flops=t.max_flops,
                   train_batch_size=t.batch_size, train_micro_batch_size=t.micro_batch_size, train_lr=t.lr,
-                  train_max_nonfinite_steps=t.max_nonfinite_steps,
+                  train_max_nonfinite_steps=t.max_nonfinite_steps, train_threads=t.threads,
                   data_seq_len=dt.seq_len, data_start_seq_len=dt.start_seq_len,
                   run_eval_every=r.eval_every, run_eval_batches=r.eval_batches,
                   run_log_every=r.log_every, run_ckpt_every=r.ckpt_every, run_keep_checkpoints=r.keep_checkpoints)
@@ -175,7 +181,7 @@ class RunConfig:
             raise GrowkitError(f"train.batch_size {t.batch_size} is not a multiple of train.micro_batch_size "
                                f"{self.micro_batch_size}: pick a micro batch that divides the batch")
         _choice("train.decay", t.decay, ("cosine", "linear", "constant"))
-        _choice("train.dtype", t.dtype, ("float32", "bfloat16"))
+        _choice("train.dtype", t.dtype, ("auto", "float32", "bfloat16"))
         _choice("parallel.backend", self.parallel.backend, ("auto", "gloo", "nccl"))
         if not 0.0 < dt.val_fraction < 1.0:
             raise GrowkitError(f"data.val_fraction must be between 0 and 1, got {dt.val_fraction}")
@@ -208,6 +214,7 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """Build from nested dicts; every key is checked against the dataclasses above."""
         known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k != "resolved"}  # config.json's record of what "auto" became
         unknown = sorted(set(d) - known)
         if unknown:
             raise GrowkitError(f"unknown section(s) {', '.join(unknown)}: the sections are {', '.join(sorted(known))}")

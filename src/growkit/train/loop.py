@@ -37,6 +37,7 @@ from growkit.train.config import RunConfig, TrainConfig
 from growkit.train.distributed import check_divides, setup
 from growkit.train.faults import fault_point
 from growkit.train.growth import GrowthStage, ramp_value
+from growkit.train.hardware import Resolved, apply, resolve_device, resolve_run
 from growkit.train.hf_start import hf_start
 from growkit.train.metrics import EVENTS_FILE, METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
 from growkit.train.numerics import grad_norm, nonfinite_step, skip_step
@@ -94,7 +95,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.run.dir)
         t = cfg.train
-        self.parallel = setup(_pick_device(t.device), cfg.parallel.fsdp, cfg.parallel.backend)  # torchrun: join
+        self.parallel = setup(resolve_device(t.device), cfg.parallel.fsdp, cfg.parallel.backend)  # torchrun: join
         self.device = self.parallel.device
         check_divides(self.parallel.world_size, cfg.micro_batch_size)
         start: Transformer | None = None  # the initial model, when [model] names a Hugging Face folder
@@ -114,6 +115,9 @@ class Trainer:
         self.initial_model_cfg = self.model_cfg
         self.stages = cfg.stages()
         _check_stage_lengths(self.model_cfg, self.stages, cfg.data.start_seq_len)
+        self.resolved: Resolved = resolve_run(cfg, self.model_cfg, self.parallel.world_size, str(self.device),
+                                              warn=self.parallel.is_main)
+        apply(self.resolved)  # threads; TF32 on CUDA
         torch.manual_seed(t.seed)
         self.model = (start if start is not None else Transformer(self.model_cfg, seed=t.seed)).to(self.device)
         self.optimizer = build_optimizer(self.model, t)
@@ -127,11 +131,11 @@ class Trainer:
             self.sparsity = sparsify(self.model, self._sparsity_config(), self.optimizer,
                                      state=self._saved_sparsity or None)
         if self.parallel.is_main and not (self.run_dir / "config.json").exists():
-            atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
+            atomic_write_json(self.run_dir / "config.json", {**cfg.to_dict(), "resolved": self.resolved.to_dict()})
         self._wrap()
         self.batches = self._batches("train", self.seq_len, t.seed)
         self.eval_set = self._batches("val", cfg.data.seq_len, t.seed + 1).eval_batches(cfg.run.eval_batches)
-        self.autocast = t.dtype == "bfloat16"
+        self.autocast = self.resolved.dtype == "bfloat16"
 
     # -- pieces --------------------------------------------------------------------------------
     def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -401,6 +405,7 @@ class Trainer:
                    unit="step", dynamic_ncols=True, desc=self.run_dir.name)
         eval_record: dict[str, Any] = {}
         train_loss = float("nan")
+        self._say(bar, f"{self.run_dir.name}: {self.resolved.summary()}")
         try:
             if self.state.step == 0:  # where the run starts, for the plots and the "loss fell" check
                 eval_record = self._eval_and_log(logger, bar, train_loss=None)
@@ -473,14 +478,6 @@ def _describe(r: dict[str, Any]) -> str:
     bpb = f" | bpb {r['val_bpb']:.3f}" if r.get("val_bpb") is not None else ""
     return (f"step {r['step']:>6} | val loss {r['val_loss']:.4f} | ppl {r['val_ppl']:.1f}{bpb} | "
             f"{r['flops']:.3g} FLOPs | {r['time_s']:.0f} s")
-
-
-def _pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GrowkitError(f"train.device is {name!r} but no CUDA device is available: use train.device = 'cpu'")
-    return name
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> Path | None:
