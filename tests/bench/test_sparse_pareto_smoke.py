@@ -44,6 +44,10 @@ def test_finished_runs_are_reused(micro: tuple[Path, dict, list[str]]) -> None:
     again = run_pareto(out, "micro", log=lambda _: None)
     assert all(r["reused"] for r in again["runs"])
     assert again[HEADLINE] == data[HEADLINE]
+    # resolved precision and machine recorded (tests see a CPU without native bf16: auto is float32)
+    assert data["hardware"]["cpu_capability"] and data["preset"]["dtype"] == "auto"
+    assert {r["resolved"]["dtype"] for r in data["runs"]} == {"float32"}
+    assert {r["resolved"]["threads"] for r in data["runs"]} == {1}
 
 
 

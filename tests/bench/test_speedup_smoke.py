@@ -116,3 +116,34 @@ def test_remeasure_reruns_only_contended_runs(micro: tuple[Path, dict, list[str]
     assert {r["name"]: r["final_val_loss"] for r in again["runs"]} == \
            {r["name"]: r["final_val_loss"] for r in data["runs"]}
     assert not (out / "scratch-050.prev").exists()
+
+
+def test_runs_record_and_reuse_only_the_same_resolved_precision(micro: tuple[Path, dict, list[str]],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from growkit.bench.schedules import MICRO
+    from growkit.bench.speedup import _finished, plan_runs
+    from growkit.train import hardware
+
+    out, data, lines = micro
+    assert data["hardware"]["cpu_capability"] and data["hardware"]["usable_cores"] >= 1
+    assert "float32" in lines[0] and "1 CPU thread(s)" in lines[0]  # MICRO: dtype auto, 1 thread
+    for r in data["runs"]:  # tests see a CPU without native bf16 (conftest): auto is float32
+        assert r["resolved"]["identity"] == {"device": "cpu", "dtype": "float32", "threads": 1,
+                                             "cpu_capability": data["hardware"]["cpu_capability"]}
+    spec = next(s for s in plan_runs(MICRO, MICRO.schedules, out, 8192) if s.name == "scratch-025")
+    bench = out / "scratch-025" / "bench.json"
+    info = json.loads(bench.read_text())
+    assert _finished(spec)
+    try:
+        identity = info["resolved"]["identity"]
+        for key, other in (("dtype", "bfloat16"), ("device", "cuda"), ("threads", 2), ("cpu_capability", "AVX512")):
+            bench.write_text(json.dumps({**info, "resolved": {**info["resolved"], "identity": {**identity, key: other}}}))
+            assert not _finished(spec), key
+        bench.write_text(json.dumps(info))
+        assert _finished(spec)
+        # the same folder on a CPU where auto resolves to bf16 (native, measured faster): not the same run
+        monkeypatch.setenv("GROWKIT_CPU_BF16", "native")
+        monkeypatch.setattr(hardware, "cached_bf16_speedup", lambda cpu, shapes, threads: 1.5)
+        assert not _finished(spec)
+    finally:
+        bench.write_text(json.dumps(info))

@@ -170,14 +170,12 @@ def default_threads() -> int:
 # -- the measurement -------------------------------------------------------------------------------------
 def matmul_shapes(cfg: TransformerConfig, tokens: int) -> list[tuple[int, int, int]]:
     """The distinct ``(rows, in, out)`` projections of a training forward of ``cfg`` on ``tokens`` tokens
-    per micro-batch, rows capped at `MEASURE_ROWS`: q/k/v, attention out, FFN in (×2 gated for llama),
-    FFN out, LM head."""
+    per micro-batch, rows capped at `MEASURE_ROWS`: q, k, v, attention out, FFN in (and gate), FFN out,
+    LM head (the model's ``nn.Linear`` layers; equal shapes measured once)."""
     rows = max(1, min(tokens, MEASURE_ROWS))
     d, f = cfg.d_model, cfg.d_ff
-    qkv = cfg.n_heads * cfg.d_head * 2 + cfg.n_kv_heads * cfg.d_head_v
-    ffn_in = 2 * f if cfg.arch == "llama" else f
-    shapes = [(rows, d, qkv), (rows, cfg.n_heads * cfg.d_head_v, d), (rows, d, ffn_in), (rows, f, d),
-              (rows, d, cfg.vocab_size)]
+    shapes = [(rows, d, cfg.q_width), (rows, d, cfg.kv_width), (rows, d, cfg.v_width), (rows, cfg.o_width, d),
+              (rows, d, f), (rows, f, d), (rows, d, cfg.vocab_size)]
     return list(dict.fromkeys(shapes))
 
 
