@@ -58,6 +58,8 @@ class Size:
 #: (4L × 256, context 128), the latter at batch 4 so that an emulated bf16 step stays a few seconds.
 SIZES = (Size("2Lx64", 2, 64, 2, 64, 16, fp32_steps=8, bf16_steps=2),
          Size("4Lx256", 4, 256, 4, 128, 4, fp32_steps=4, bf16_steps=1))
+#: ``--tiny``, for tests: one micro model, a second in all.
+TINY = (Size("1Lx16", 1, 16, 2, 16, 2, fp32_steps=1, bf16_steps=1),)
 
 
 class Runner:
@@ -85,7 +87,7 @@ class Runner:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
-        self.loss = float(loss)
+        self.loss = float(loss.detach())
         sync()
         return time.perf_counter() - t0
 
@@ -121,11 +123,24 @@ def measure(size: Size, rounds: int, vocab: int, device: torch.device, threads: 
             "last_loss": {k: r.loss for k, r in runners.items()}}
 
 
+def table(results: list[dict[str, Any]]) -> list[str]:
+    """The results as a Markdown table (the README's, which a test checks against the committed JSON)."""
+    rows = ["| model | params | batch × ctx | float32 tok/s | bf16 tok/s | bf16 / fp32 | auto picks | auto / best |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        t = r["tokens_per_s"]
+        rows.append(f"| {r['size']} | {r['params']:,} | {r['batch']} × {r['seq_len']} | {t['float32']:,.0f} | "
+                    f"{t['bfloat16']:,.0f} | {r['bf16_over_fp32']:.3f} | {r['auto']['dtype']} | "
+                    f"{r['auto_vs_best']:.3f} |")
+    return rows
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="interleaved A/B rounds per size")
     p.add_argument("--vocab", type=int, default=8192, help="vocabulary (growkit's bundled BPE: 8192)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/precision.json"))
+    p.add_argument("--tiny", action="store_true", help="one micro model (a smoke test, seconds)")
     return p.parse_args(argv)
 
 
@@ -136,10 +151,10 @@ def main(argv: list[str] | None = None) -> float:
     torch.set_num_threads(threads)
     info = machine()
     print(f"precision: float32 vs bf16 autocast training steps on {device.type} ({info['cpu_model']}, "
-          f"{info['cpu_capability']}, bf16 {info['cpu_bf16']}), {threads} threads, torch {info['torch']}, "
+          f"{info['cpu_capability']}, bf16 {info['cpu_bf16']}), {threads} thread(s), torch {info['torch']}, "
           f"load average {os.getloadavg()[0]:.1f}")
     results = []
-    for size in SIZES:
+    for size in TINY if args.tiny else SIZES:
         r = measure(size, args.rounds, args.vocab, device, threads)
         results.append(r)
         t = r["tokens_per_s"]
@@ -149,12 +164,7 @@ def main(argv: list[str] | None = None) -> float:
               f"{matmul}); auto → {r['auto']['dtype']} ({r['auto']['reason']}): {r['auto_vs_best']:.3f} of the best")
     ratio = min(r["auto_vs_best"] for r in results)
     print()
-    print("| model | params | batch × ctx | float32 tok/s | bf16 tok/s | bf16 / fp32 | auto picks | auto / best |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        t = r["tokens_per_s"]
-        print(f"| {r['size']} | {r['params']:,} | {r['batch']} × {r['seq_len']} | {t['float32']:,.0f} | "
-              f"{t['bfloat16']:,.0f} | {r['bf16_over_fp32']:.3f} | {r['auto']['dtype']} | {r['auto_vs_best']:.3f} |")
+    print("\n".join(table(results)))
     data = {"benchmark": "precision", "auto_vs_best_ratio": ratio, "device": device.type, "threads": threads,
             "hardware": info, "load_average_1m": os.getloadavg()[0], "rounds": args.rounds, "sizes": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,6 @@ def test_finished_runs_are_reused(micro: tuple[Path, dict, list[str]]) -> None:
     assert {r["resolved"]["threads"] for r in data["runs"]} == {1}
 
 
-
 def test_script_prints_the_headline_last(micro: tuple[Path, dict, list[str]], monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """``benchmarks/sparse_pareto.py --preset micro --out DIR`` (every run reused from the fixture's DIR)."""

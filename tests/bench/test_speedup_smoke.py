@@ -137,7 +137,8 @@ def test_runs_record_and_reuse_only_the_same_resolved_precision(micro: tuple[Pat
     try:
         identity = info["resolved"]["identity"]
         for key, other in (("dtype", "bfloat16"), ("device", "cuda"), ("threads", 2), ("cpu_capability", "AVX512")):
-            bench.write_text(json.dumps({**info, "resolved": {**info["resolved"], "identity": {**identity, key: other}}}))
+            changed = {**info["resolved"], "identity": {**identity, key: other}}
+            bench.write_text(json.dumps({**info, "resolved": changed}))
             assert not _finished(spec), key
         bench.write_text(json.dumps(info))
         assert _finished(spec)
