@@ -97,7 +97,8 @@ class Preset:
 
 
 #: The full benchmark: a 4-layer × 256 GPT-2 (8k BPE, context 128) on the bundled Shakespeare corpus.
-#: Measured on 2 CPU cores (bf16, 2 threads): ~85-115 GFLOP/s for this model when the cores are free, so
+#: Measured on an earlier machine's 2 CPU cores, with bf16 autocast (fast there) and 2 threads: ~85-115 GFLOP/s
+#: for this model when the cores were free (float32 on a CPU without native bf16 is slower: README), so
 #: the 100 % run (1.85e13 FLOPs) takes ~3-3.6 min and the default selection (frontier + small, msg,
 #: compound, stack at 50/75/100/150 %; ≈14× the 100 % run's FLOPs) ~50 min. Schedules run at 50 % and
 #: 75 % too because at this budget (0.1 tokens per parameter) they beat the full from-scratch loss already
