@@ -103,6 +103,15 @@ def test_default_threads_follows_omp_num_threads(monkeypatch: pytest.MonkeyPatch
     assert hw.default_threads() == 5
 
 
+def test_threads_default_to_torchs_count_capped_at_usable_cores(cpu: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hw, "usable_cores", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 64)  # torch's default: the host's cores
+    assert resolve().threads == 4
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # OMP_NUM_THREADS=1 or set_num_threads(1)
+    assert resolve().threads == 1
+    assert resolve(threads=3).threads == 3  # train.threads wins
+
+
 def test_matmul_shapes_are_the_models_projections() -> None:
     cfg = TransformerConfig(arch="gpt2", n_layers=2, d_model=32, n_heads=2, d_ff=37, vocab_size=101, max_seq_len=16)
     assert hw.matmul_shapes(cfg, 8 * 16) == [(128, 32, 32), (128, 32, 37), (128, 37, 32), (128, 32, 101)]

@@ -348,7 +348,7 @@ def run_pareto(out: str | Path, preset: str | ParetoPreset = "full", log: Callab
         f"({next(s.plan.flops for v, s in specs if v.kind != 'dense'):.3g} FLOPs), blocks "
         f"{', '.join(map(str, p.blocks))}, update every {p.update_every} steps, sparse LR rule "
         f"{'on' if p.sparse_lr_rule else 'off'}, "
-        f"{specs[0][1].threads} thread(s), {resolved_now(specs[0][1].config).summary()}; out: {out}")
+        f"{resolved_now(specs[0][1].config, specs[0][1].threads).summary()}; out: {out}")
     started = time.perf_counter()
     runs: list[tuple[Variant, RunResult]] = []
     for i, (v, spec) in enumerate(specs, 1):

@@ -313,14 +313,14 @@ def _vocab_size(tokenizer: str) -> int:
     return load_tokenizer(tokenizer).vocab_size
 
 
-def resolved_now(cfg: dict[str, Any]) -> Resolved:
-    """What run config ``cfg`` (``train.dtype/device/threads``, possibly ``auto``) resolves to on this
-    machine now (no warning): compared with a finished run's record before it is reused."""
+def resolved_now(cfg: dict[str, Any], threads: int | None = None) -> Resolved:
+    """What run config ``cfg`` (``train.dtype/device``, possibly ``auto``) resolves to on this machine now
+    with ``threads`` (no warning): compared with a finished run's record before it is reused."""
     from growkit.train import RunConfig
     from growkit.train.hardware import resolve_run
 
     rc = RunConfig.from_dict(cfg)
-    return resolve_run(rc, rc.model_config(_vocab_size(rc.data.tokenizer)), warn=False)
+    return resolve_run(rc, rc.model_config(_vocab_size(rc.data.tokenizer)), warn=False, threads=threads)
 
 
 def _normalized(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +356,7 @@ def _finished(spec: RunSpec) -> bool:
         same = False
     if not same or info.get("threads") != spec.threads:
         return False
-    if (info.get("resolved") or {}).get("identity") != resolved_now(spec.config).identity():
+    if (info.get("resolved") or {}).get("identity") != resolved_now(spec.config, spec.threads).identity():
         return False  # another dtype, device, thread count or CPU: a bf16 run is not a float32 run
     evals = [r for r in read_jsonl(metrics) if "val_loss" in r]
     if not evals or len(info.get("eval_seconds", [])) < len(evals):
@@ -641,7 +641,7 @@ def run_speedup(out: str | Path, preset: str | Preset = "full", names: Sequence[
     log(f"growkit bench speedup: preset {p.name!r} — target gpt2 {p.n_layers}L × {p.d_model} (d_ff {p.d_ff}, "
         f"{p.n_heads} heads), context {p.seq_len}, full budget {p.tokens:,} tokens; {len(specs)} runs, "
         f"{total_flops:.3g} training FLOPs planned, {specs[0].threads} CPU thread(s), "
-        f"{resolved_now(specs[0].config).summary()}; out: {out}")
+        f"{resolved_now(specs[0].config, specs[0].threads).summary()}; out: {out}")
     results: list[RunResult] = []
     started = time.perf_counter()
     if not all(_finished(s) for s in specs) or remeasure:

@@ -80,8 +80,8 @@ class TrainConfig:
     device: str = "auto"
     """``auto`` (CUDA when available, with TF32 matmuls, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     threads: int | None = None
-    """Torch CPU threads; default: ``OMP_NUM_THREADS`` if set, else the cores this process may use (CPU
-    affinity and cgroup quota)."""
+    """Torch CPU threads; default: the process's torch thread count (``OMP_NUM_THREADS``) capped at the cores
+    this process may use (CPU affinity and cgroup quota, not the host's core count)."""
     max_nonfinite_steps: int = 5
     """A non-finite loss or gradient skips the step; this many in a row stop the run (`growkit.train.numerics`)."""
 

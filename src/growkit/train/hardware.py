@@ -19,9 +19,10 @@ So, for ``train.dtype = "auto"`` (the default):
 ``train.dtype = "bfloat16"`` asked for explicitly is honoured; where bf16 is emulated (or measured slower)
 it runs with one `GrowkitWarning` stating the measured slowdown and the fix.
 
-Threads (``train.threads`` unset): ``OMP_NUM_THREADS`` when set, else the cores this process may use —
-its CPU affinity (`os.sched_getaffinity`), capped by the cgroup CPU quota (``cpu.max`` / CFS quota) —
-never the host's `os.cpu_count`.
+Threads (``train.threads`` unset): the process's torch thread count (``OMP_NUM_THREADS``, or what the
+caller set with `torch.set_num_threads`) capped at the cores this process may use — its CPU affinity
+(`os.sched_getaffinity`) and its cgroup CPU quota (``cpu.max`` / CFS quota), never the host's
+`os.cpu_count`. The benchmark presets use `default_threads`: ``OMP_NUM_THREADS`` if set, else those cores.
 """
 
 from __future__ import annotations
@@ -244,12 +245,13 @@ def resolve_device(name: str) -> str:
 
 
 def resolve_precision(train: Any, shapes: list[tuple[int, int, int]], device: str | None = None,
-                      warn: bool = True) -> Resolved:
+                      warn: bool = True, threads: int | None = None) -> Resolved:
     """Resolve ``train.device``, ``train.dtype`` and ``train.threads`` (a `TrainConfig`) for a model whose
     training matmuls are ``shapes`` (`matmul_shapes`). ``device``: already resolved (else from ``train``).
-    Explicit values win; ``bfloat16`` on hardware that emulates it warns once per process (``warn``)."""
+    Explicit values win; ``bfloat16`` on hardware that emulates it warns once per process (``warn``).
+    ``threads``: overrides ``train.threads``; with neither, torch's current count capped at `usable_cores`."""
     device = device or resolve_device(train.device)
-    threads = train.threads or default_threads()
+    threads = threads or train.threads or min(torch.get_num_threads(), usable_cores())
     cpu = cpu_info()
     if device.startswith("cuda"):
         supported = torch.cuda.is_bf16_supported()
@@ -287,11 +289,12 @@ def resolve_precision(train: Any, shapes: list[tuple[int, int, int]], device: st
 
 
 def resolve_run(cfg: Any, model_cfg: TransformerConfig, world_size: int = 1, device: str | None = None,
-                warn: bool = True) -> Resolved:
+                warn: bool = True, threads: int | None = None) -> Resolved:
     """`resolve_precision` for a `RunConfig` whose (initial) model is ``model_cfg``: the matmul shapes are
     those of one process's micro-batch at the run's starting sequence length."""
     tokens = cfg.micro_batch_size // world_size * (cfg.data.start_seq_len or cfg.data.seq_len)
-    return resolve_precision(cfg.train, matmul_shapes(model_cfg, tokens), device=device, warn=warn)
+    return resolve_precision(cfg.train, matmul_shapes(model_cfg, tokens), device=device, warn=warn,
+                             threads=threads)
 
 
 def apply(resolved: Resolved) -> None:
