@@ -19,7 +19,6 @@ Prints a table, writes JSON to ``--out`` and prints ``auto_vs_best_ratio: <value
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 
 import growkit as gk
+from growkit.io import atomic_write_json
 from growkit.train.config import TrainConfig
 from growkit.train.hardware import cached_bf16_speedup, cpu_info, machine, matmul_shapes, resolve_precision
 from growkit.train.loop import build_optimizer
@@ -168,9 +168,8 @@ def main(argv: list[str] | None = None) -> float:
     data = {"benchmark": "precision", "auto_vs_best_ratio": ratio, "device": device.type, "threads": threads,
             "hardware": info, "load_average_1m": os.getloadavg()[0], "rounds": args.rounds, "sizes": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"wrote {args.out}")
-    print(f"auto_vs_best_ratio: {ratio:.3f}")
+    atomic_write_json(args.out, data)
+    print(f"wrote {args.out}\nauto_vs_best_ratio: {ratio:.3f}")
     return ratio
 
 

@@ -129,7 +129,8 @@ def test_measure_bf16_speedup_is_a_positive_ratio() -> None:
 
 
 def test_measurement_is_cached_per_machine(cpu: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GROWKIT_CACHE", str(tmp_path))
+    cache = tmp_path / "not" / "yet"  # created on first use
+    monkeypatch.setenv("GROWKIT_CACHE", str(cache))
     info = hw.CpuInfo("Test CPU", "AVX512 amx_bf16", "native")
     assert hw.cached_bf16_speedup(info, SHAPES, 2) == 0.125
     assert hw.cached_bf16_speedup(info, SHAPES, 2) == 0.125
@@ -137,7 +138,7 @@ def test_measurement_is_cached_per_machine(cpu: dict, tmp_path: Path, monkeypatc
     hw.cached_bf16_speedup(info, SHAPES, 1)  # another thread count: measured again
     hw.cached_bf16_speedup(info, SHAPES[:1], 2)  # other shapes too
     assert cpu["measured"] == 3
-    (key,) = [k for k in json.loads((tmp_path / hw.CACHE_FILE).read_text()) if "| 2 threads | 64x32x96,64x37x32" in k]
+    (key,) = [k for k in json.loads((cache / hw.CACHE_FILE).read_text()) if "| 2 threads | 64x32x96,64x37x32" in k]
     assert key.startswith("Test CPU | AVX512 amx_bf16 | torch ")
 
 
@@ -157,8 +158,9 @@ def test_auto_on_a_cpu_with_native_bf16_follows_the_measurement(cpu: dict) -> No
     cpu["bf16"], cpu["speedup"] = "native", 1.6
     r = resolve()
     assert r.dtype == "bfloat16" and r.bf16_speedup == 1.6 and "1.60×" in r.reason
-    cpu["speedup"] = 1.02  # native, but not faster at these shapes
-    assert resolve().dtype == "float32"
+    assert resolve().dtype == "bfloat16" and cpu["measured"] == 1  # cached: measured once
+    cpu["speedup"] = 1.02  # native, but not faster at these shapes (another thread count: a new measurement)
+    assert resolve(threads=7).dtype == "float32"
 
 
 def test_explicit_dtypes_win(cpu: dict) -> None:
@@ -185,6 +187,12 @@ def test_explicit_bf16_on_native_cpu_is_quiet(cpu: dict) -> None:
     cpu["bf16"], cpu["speedup"] = "native", 1.6
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        assert resolve(dtype="bfloat16").dtype == "bfloat16"
+
+
+def test_explicit_bf16_on_native_cpu_measured_slower_warns(cpu: dict) -> None:
+    cpu["bf16"], cpu["speedup"] = "native", 0.5
+    with pytest.warns(GrowkitWarning, match="slower than float32 on this CPU; its matmuls measured 2.0× slower"):
         assert resolve(dtype="bfloat16").dtype == "bfloat16"
 
 
@@ -222,12 +230,13 @@ def test_threads_must_be_positive() -> None:
 
 
 # -- in a run ---------------------------------------------------------------------------------------------
-def test_resolved_values_in_first_line_and_config_json(tmp_path: Path, cpu: dict,
+def test_resolved_values_in_first_line_and_config_json(tmp_path: Path, cpu: dict, growkit_cache: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = RunConfig.default(["model.n_layers=1", "model.d_model=16", "model.n_heads=2", "model.d_ff=37",
-                             "data.seq_len=16", "train.batch_size=4", "train.max_steps=1", "train.threads=1",
+    cfg = RunConfig.default([f"data.cache_dir={growkit_cache}", "data.tokenizer='byte'", "data.seq_len=16",
+                             "model.n_layers=1", "model.d_model=16", "model.n_heads=2", "model.d_ff=37",
+                             "train.batch_size=4", "train.max_steps=1", "train.threads=1",
                              "run.eval_batches=1", "run.progress=false", "run.tensorboard=false",
-                             "run.plots=false", f"run.dir={tmp_path}"])
+                             "run.plots=false", f"run.dir={tmp_path / 'run'}"])
     assert (cfg.train.dtype, cfg.train.device) == ("auto", "auto")  # the defaults
     threads = torch.get_num_threads()
     try:
@@ -235,8 +244,8 @@ def test_resolved_values_in_first_line_and_config_json(tmp_path: Path, cpu: dict
     finally:
         torch.set_num_threads(threads)
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith(f"{tmp_path.name}: device cpu · float32 · 1 thread (Test CPU, AVX2; auto: ")
-    stored = json.loads((tmp_path / "config.json").read_text())
+    assert first.startswith("run: device cpu · float32 · 1 thread (Test CPU, AVX2; auto: ")
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["train"]["dtype"] == "auto"
     assert {k: stored["resolved"][k] for k in hw.IDENTITY} == {"device": "cpu", "dtype": "float32", "threads": 1,
                                                                "cpu_capability": "AVX2"}

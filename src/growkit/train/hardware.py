@@ -59,12 +59,13 @@ _warned: set[str] = set()
 
 @dataclass(frozen=True)
 class CpuInfo:
+    """This CPU: ``model`` (``model name`` in /proc/cpuinfo, or `platform.processor`), ``capability``
+    (torch's kernel level, `torch.backends.cpu.get_cpu_capability`: AVX2, AVX512, ..., plus any bf16
+    flags) and ``bf16``: ``native`` or ``emulated``."""
+
     model: str
-    """``model name`` from /proc/cpuinfo (or `platform.processor`)."""
     capability: str
-    """torch's kernel level (`torch.backends.cpu.get_cpu_capability`: AVX2, AVX512, ...) plus any bf16 flags."""
     bf16: str
-    """``native`` or ``emulated``."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ def cached_bf16_speedup(cpu: CpuInfo, shapes: list[tuple[int, int, int]], thread
     speedup = measure_bf16_speedup(shapes, threads)
     cache[key] = {"bf16_speedup": speedup, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with contextlib.suppress(OSError):  # an unwritable cache only costs a measurement next time
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, cache)
     return speedup
 
@@ -278,13 +280,13 @@ def resolve_precision(train: Any, shapes: list[tuple[int, int, int]], device: st
         dtype, reason = train.dtype, "as configured"
         if dtype == "bfloat16":
             speedup = cached_bf16_speedup(cpu, shapes, threads)
-            if cpu.bf16 == "emulated" or speedup < 1.0:
+            if speedup < 1.0:  # slower than float32: emulated, or native but not worth it at these shapes
                 what = "this CPU has no native bf16 (autocast emulates it)" if cpu.bf16 == "emulated" else \
                     "bf16 autocast is slower than float32 on this CPU"
                 _warn_once(warn, f"train.dtype = 'bfloat16' on {cpu.model} ({cpu.capability}): {what}; its matmuls "
                                  f"measured {1 / speedup:.1f}× slower than float32 at this model's shapes — set "
                                  f"train.dtype = 'auto' (or 'float32')")
-                reason += f", bf16 emulated: {1 / speedup:.1f}× slower"
+                reason += f", bf16 {cpu.bf16}: {1 / speedup:.1f}× slower"
     return Resolved(device, dtype, threads, cpu.model, cpu.capability, cpu.bf16, False, speedup, reason)
 
 
