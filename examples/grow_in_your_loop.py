@@ -1,10 +1,10 @@
 """A plain PyTorch training loop (nanoGPT style) that grows its model with `growkit.Grower`.
 
-    python examples/grow_in_your_loop.py               # 600 steps; see the README for the time it took
+    python examples/grow_in_your_loop.py               # 300 steps; see the README for the time it took
     python examples/grow_in_your_loop.py --steps 40    # a quick look
 
 Everything is ordinary PyTorch: batches cut at random from the bundled Shakespeare corpus (tokenized
-once with growkit's shipped BPE and cached), AdamW, a warmup + cosine LR, an eval now and then. The four
+once with growkit's shipped BPE and cached), AdamW, a warmup + cosine LR, an eval now and then. The five
 lines marked ``# growth`` give it the growth schedule of configs/gpt-tiny-msg.toml (2 layers × 64 grown to
 4 layers × 128 by three masked stages): the Grower grows the model when a stage is due, carries AdamW's
 moments into the grown optimizer, ramps and folds the masks; the loop keeps the model and optimizer it
@@ -22,10 +22,10 @@ import growkit as gk
 from growkit.data import prepare_data
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--steps", type=int, default=600)
-parser.add_argument("--eval-every", type=int, default=100)
+parser.add_argument("--steps", type=int, default=300)
+parser.add_argument("--eval-every", type=int, default=50)
 args = parser.parse_args()
-max_iters, block_size, batch_size, learning_rate, min_lr, warmup_iters = args.steps, 128, 16, 1e-3, 1e-4, 100
+max_iters, block_size, batch_size, learning_rate, min_lr, warmup_iters = args.steps, 64, 8, 1e-3, 1e-4, 30
 SCHEDULE = Path(__file__).resolve().parents[1] / "configs" / "gpt-tiny-msg.toml"  # growth
 
 torch.manual_seed(1337)
@@ -64,7 +64,7 @@ grower = gk.Grower(SCHEDULE, model, optimizer, total_steps=max_iters)  # growth
 for it in range(max_iters + 1):
     model, optimizer = grower.step(it)  # growth: grows when a stage is due, moves the mask ramps
     for event in grower.events:  # growth
-        print(f"step {it}: grew {event['grow']}: {event['params_before']:,} → {event['params_after']:,} params")
+        print(f"step {it}: grew {event['grow']} to {event['params_after']:,} params")  # growth
     if it % args.eval_every == 0 or it == max_iters:
         print(f"step {it}: val loss {estimate_loss(model):.4f} ({model.num_params():,} params)")
     if it == max_iters:
