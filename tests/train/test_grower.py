@@ -76,15 +76,22 @@ def test_plain_loop_equals_growkit_train_and_resumes_mid_ramp(tmp_path: Path) ->
     first = plain_loop(part, batches, range(8))
     part.advance(8)
     assert 0 < min(float(m.min()) for m in part.model.masks().values()) < 1
+    resumed, batches = checkpoint_and_resume(part, rc)
+    assert first + plain_loop(resumed, batches, range(8, 20)) == losses
+
+
+def checkpoint_and_resume(part: Grower, rc: RunConfig) -> tuple[Grower, object]:
+    """What a user's checkpointing does: save model, optimizer and Grower state; in a new process build
+    everything as at the start, then load the Grower's state first and the model's and optimizer's into
+    the model and optimizer it hands back."""
     saved = copy.deepcopy({"model": part.model.state_dict(), "optimizer": part.optimizer.state_dict(),
                            "grower": part.state_dict()})
     json.dumps(saved["grower"])  # plain numbers: any checkpoint format holds it
-
-    resumed, batches = start(rc, STAGES)  # a new process: the initial model again
+    resumed, batches = start(rc, STAGES)  # the initial model again
     resumed.load_state_dict(saved["grower"])
     resumed.model.load_state_dict(saved["model"])
     resumed.optimizer.load_state_dict(saved["optimizer"])
-    assert first + plain_loop(resumed, batches, range(8, 20)) == losses
+    return resumed, batches
 
 
 def test_new_entry_warmup_resumes_from_state_dict(tmp_path: Path) -> None:
@@ -95,14 +102,10 @@ def test_new_entry_warmup_resumes_from_state_dict(tmp_path: Path) -> None:
     first = plain_loop(part, batches, range(15))  # zero stage at 13: new entries in warmup until 17
     part.advance(15)
     assert part.state.new_warmup_start == 13 and part.new_entries
-    saved = copy.deepcopy({"model": part.model.state_dict(), "optimizer": part.optimizer.state_dict(),
-                           "grower": part.state_dict()})
-    resumed, batches = start(rc, STAGES)
-    resumed.load_state_dict(saved["grower"])
+    resumed, batches = checkpoint_and_resume(part, rc)
     assert resumed.new_entries.keys() == part.new_entries.keys()
     assert all(torch.equal(m, part.new_entries[n]) for n, m in resumed.new_entries.items())
-    resumed.model.load_state_dict(saved["model"])
-    resumed.optimizer.load_state_dict(saved["optimizer"])
+    assert resumed.state == part.state
     assert first + plain_loop(resumed, batches, range(15, 20)) == losses
 
 
