@@ -9,7 +9,8 @@ now, by the same code, at the cost of index bookkeeping only.
 How: the operators compute their index maps and scales as small CPU tensors and apply them to the
 weights. `ShapesOnly` (a ``TorchFunctionMode``) moves those CPU operands to ``meta`` whenever an op
 also takes a meta tensor, and answers reads of a meta tensor's value (``float(t.std())``, used only for
-the scale of new random weights) with 1.0: values never decide shapes in `growkit.grow`.
+the scale of new random weights) with 1.0, and skips random fills (new weights drawn on the CPU, then
+moved to meta): values never decide shapes in `growkit.grow`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from growkit.record import GrowthRecord
 
 _META = torch.device("meta")
 _VALUE_READS: set[Callable[..., Any]] = {torch.Tensor.item, torch.Tensor.__float__}
+_RANDOM_FILLS: set[Callable[..., Any]] = {torch.Tensor.normal_, torch.Tensor.uniform_}
 
 
 class ShapesOnly(TorchFunctionMode):
@@ -37,6 +39,8 @@ class ShapesOnly(TorchFunctionMode):
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
+        if func in _RANDOM_FILLS:  # new random weights: their values are never read here, skip the draw
+            return args[0]
         tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
         if any(t.device.type == "meta" for t in tensors):
             if func in _VALUE_READS:
