@@ -15,10 +15,10 @@ from growkit.grow import GrowthSpec, carry_optimizer_state, check_preserved, fol
 from growkit.model import Transformer
 from growkit.record import GrowthRecord
 from growkit.sparse import SparsityConfig, SparsityController, sparsify
-from growkit.train import RunConfig, Trainer
+from growkit.train import Grower, RunConfig, Trainer
 from growkit.train import train as train  # the function shadows the subpackage attribute on purpose
 
-__all__ = ["GrowkitError", "GrowkitWarning", "GrowthRecord", "GrowthSpec", "RunConfig", "SparsityConfig",
+__all__ = ["Grower", "GrowkitError", "GrowkitWarning", "GrowthRecord", "GrowthSpec", "RunConfig", "SparsityConfig",
            "SparsityController", "Trainer", "Transformer", "TransformerConfig", "adapters", "carry_optimizer_state",
            "check_preserved", "fold_masks", "grow", "ramp_masks", "sparsify", "train"]
 __version__ = "0.1.0"

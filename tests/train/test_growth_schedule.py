@@ -90,7 +90,7 @@ def test_new_entries_get_their_own_lr_warmup_and_resume_exactly(tmp_path: Path) 
     trainer = Trainer(config(tmp_path / "a", [stage], *common))
     trainer.fit(stop_at_step=3)  # growth at 2; step index 2 done with factor 1/4
     up = trainer.model.blocks[0].mlp.up.weight
-    mask = trainer.new_entries["blocks.0.mlp.up.weight"]
+    mask = trainer.grower.new_entries["blocks.0.mlp.up.weight"]
     assert mask[40:].all() and not mask[:40].any()
     before = up.detach().clone()
     trainer.train_step()  # factor 2/4 on new rows
@@ -98,14 +98,14 @@ def test_new_entries_get_their_own_lr_warmup_and_resume_exactly(tmp_path: Path) 
     reference.fit(stop_at_step=3)
     ref_up = reference.model.blocks[0].mlp.up.weight
     ref_before = ref_up.detach().clone()
-    reference.state.new_warmup_start = None  # the same step without the warmup: full updates
-    reference.new_entries = {}
+    reference.grower.new_entries = {}  # the same step without the warmup: full updates
     reference.train_step()
     step, full = (up - before)[40:], (ref_up - ref_before)[40:]
     assert torch.allclose(step, full / 2, rtol=1e-3, atol=1e-8)  # new rows move half as far (fp32 weights)
     assert torch.allclose((up - before)[:40], (ref_up - ref_before)[:40])  # old rows: unchanged LR
     resumed = Trainer(config(tmp_path / "a", [stage], *common), resume=True)  # resumes at step 3
-    assert set(resumed.new_entries) == set(trainer.new_entries) and resumed.state.new_warmup_start == 2
+    assert set(resumed.grower.new_entries) == set(trainer.grower.new_entries)
+    assert resumed.grower.state.new_warmup_start == 2
 
 
 def test_lr_scale_sets_the_peak_from_its_stage_on_and_resumes(tmp_path: Path) -> None:

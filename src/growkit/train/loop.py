@@ -16,7 +16,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from growkit.config import TransformerConfig
 from growkit.data import IGNORE_INDEX, CausalBatches, MLMBatches, load_tokenizer, prepare_data
 from growkit.errors import GrowkitError
 from growkit.flops import training_flops_per_token
-from growkit.grow import carry_optimizer_state, fold_masks, grow, ramp_masks
 from growkit.io import atomic_write_json, atomic_write_text
 from growkit.model import Transformer
 from growkit.sparse import SparsityConfig, SparsityController, sparsify
@@ -36,39 +33,23 @@ from growkit.train.checkpoint import find_checkpoint, read_checkpoint, save_chec
 from growkit.train.config import RunConfig, TrainConfig
 from growkit.train.distributed import check_divides, setup
 from growkit.train.faults import fault_point
-from growkit.train.growth import GrowthStage, ramp_value
+from growkit.train.grower import Grower
 from growkit.train.hardware import Resolved, apply, resolve_device, resolve_run
 from growkit.train.hf_start import hf_start
 from growkit.train.metrics import EVENTS_FILE, METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
 from growkit.train.numerics import grad_norm, nonfinite_step, skip_step
-from growkit.train.schedule import progress, scheduled_lr
+from growkit.train.schedule import learning_rate, progress
 
 
 @dataclass
 class TrainState:
-    """Counters of a run; with the checkpointed tensors they are all a resume needs."""
+    """Counters of a run; with the checkpointed tensors and the Grower's state (`growkit.train.grower`: the
+    growth schedule's position) they are all a resume needs."""
 
     step: int = 0
     tokens: int = 0
     flops: float = 0.0
     time_s: float = 0.0
-    stages_done: int = 0
-    """Growth stages applied so far."""
-    seq_len: int | None = None
-    """Current training sequence length (None: data.start_seq_len or data.seq_len)."""
-    ramp_start: int | None = None
-    """Step at which the running mask ramp began (None: no ramp running)."""
-    ramp_steps: int = 0
-    lr_policy: str = "continue"
-    lr_anchor: int | None = None
-    """Step of the last growth, where its LR policy is anchored."""
-    lr_anchor_progress: float = 0.0
-    lr_warmup_steps: int = 0
-    lr_scale: float = 1.0
-    """The last growth stage's ``lr_scale``: multiplies the scheduled LR."""
-    new_warmup_start: int | None = None
-    """Step of the growth whose new entries are in their own LR warmup (None: none)."""
-    new_warmup_steps: int = 0
     flops_dense: float = 0.0
     """Training FLOPs the same steps would have cost dense (equal to ``flops`` without sparsity)."""
     nonfinite_in_a_row: int = 0
@@ -113,16 +94,17 @@ class Trainer:
             raise GrowkitError(f"tokenizer {cfg.data.tokenizer!r} has no mask token, which BERT's masked-LM "
                                f"needs: use data.tokenizer = 'bpe' or 'byte'")
         self.initial_model_cfg = self.model_cfg
-        self.stages = cfg.stages()
-        _check_stage_lengths(self.model_cfg, self.stages, cfg.data.start_seq_len)
         self.resolved: Resolved = resolve_run(cfg, self.model_cfg, self.parallel.world_size, str(self.device),
                                               warn=self.parallel.is_main)
         apply(self.resolved)  # threads; TF32 on CUDA
         torch.manual_seed(t.seed)
         self.model = (start if start is not None else Transformer(self.model_cfg, seed=t.seed)).to(self.device)
         self.optimizer = build_optimizer(self.model, t)
+        # the stage logic: checks the whole schedule on the model's shapes now, grows at its steps
+        self.grower = Grower(cfg.stages(), self.model, self.optimizer, lr=self._base_lr,
+                             seq_len=cfg.data.start_seq_len or cfg.data.seq_len, probe=self._probe_loss,
+                             parallel=self.parallel, make_optimizer=self._make_optimizer, wrap=self._wrap_grown)
         self.state = TrainState()
-        self.new_entries: dict[str, torch.Tensor] = {}  # param name → bool mask of entries in new-LR warmup
         self.sparsity: SparsityController | None = None
         self._saved_sparsity: dict[str, torch.Tensor] = {}
         if checkpoint is not None:
@@ -130,6 +112,7 @@ class Trainer:
         if cfg.sparsity is not None:  # after the optimizer (and a resumed model): masks from the checkpoint if any
             self.sparsity = sparsify(self.model, self._sparsity_config(), self.optimizer,
                                      state=self._saved_sparsity or None)
+            self.grower.sparsity = self.sparsity  # masks follow each growth (controller.on_grow)
         if self.parallel.is_main and not (self.run_dir / "config.json").exists():
             atomic_write_json(self.run_dir / "config.json", {**cfg.to_dict(), "resolved": self.resolved.to_dict()})
         self._wrap()
@@ -145,11 +128,24 @@ class Trainer:
         """(Re)build the distributed wrapper around the current model (after the start and every growth)."""
         self.model, self.optimizer, self.forward_model = self.parallel.wrap(self.model, self.optimizer,
                                                                             self._make_optimizer)
+        self.grower.model, self.grower.optimizer = self.model, self.optimizer
+
+    def _wrap_grown(self, model: Transformer, optimizer: torch.optim.Optimizer
+                    ) -> tuple[Transformer, torch.optim.Optimizer]:
+        """The Grower's ``wrap``: wrap a grown model and its carried optimizer for this run's processes."""
+        self.model, self.optimizer, self.forward_model = self.parallel.wrap(model, optimizer, self._make_optimizer)
+        self.model_cfg = model.cfg
+        return self.model, self.optimizer
+
+    def _base_lr(self, step: int, frac: float) -> float:
+        """The run's LR schedule before growth policies (`growkit.train.schedule`), with the sparse LR rule."""
+        lr = learning_rate(self.cfg.train, step, frac)
+        return lr * self.sparsity.lr_factor() if self.sparsity is not None else lr
 
     @property
     def seq_len(self) -> int:
         """The training sequence length now (input-length growth changes it)."""
-        return self.state.seq_len or self.cfg.data.start_seq_len or self.cfg.data.seq_len
+        return self.grower.seq_len or self.cfg.data.seq_len
 
     def _batches(self, split: str, seq_len: int, seed: int) -> CausalBatches | MLMBatches:
         batch_size = self.cfg.micro_batch_size
@@ -165,15 +161,11 @@ class Trainer:
         if start != self.model_cfg.to_dict():
             raise GrowkitError(f"checkpoint {ckpt.path} holds a different model ({start}) than the config builds "
                                f"({self.model_cfg.to_dict()}): resume with the config the run was started with")
-        if grown:
-            self.model_cfg = TransformerConfig.from_dict(ckpt.state["model_config"], where="checkpoint model_config")
-            self.model = Transformer(self.model_cfg).to(self.device)
-            self.optimizer = build_optimizer(self.model, self.cfg.train)
+        self.grower.load_state_dict(ckpt.state)  # replays the done growths: the saved shapes and ramp
+        self.model, self.optimizer, self.model_cfg = self.grower.model, self.grower.optimizer, self.grower.model.cfg
         ckpt.load_model(self.model)
         ckpt.load_optimizer(self.optimizer, self.model)
         torch.set_rng_state(ckpt.rng_state())
-        self.new_entries = {k.removeprefix("new_entries."): v.to(self.device) for k, v in ckpt.extra().items()
-                            if k.startswith("new_entries.")}
         self._saved_sparsity = {k.removeprefix("sparsity."): v for k, v in ckpt.extra().items()
                                 if k.startswith("sparsity.")}
         self.state = TrainState(**{k: ckpt.state.get(k, v) for k, v in asdict(TrainState()).items()})
@@ -227,11 +219,7 @@ class Trainer:
     def train_step(self) -> float:
         """One optimizer step; returns the mean training loss over its micro-batches."""
         self.model.train()
-        s = self.state
-        lr = scheduled_lr(self.cfg.train, s.step, self.progress(), s.lr_policy, s.lr_anchor, s.lr_anchor_progress,
-                          s.lr_warmup_steps) * s.lr_scale
-        if self.sparsity is not None:
-            lr *= self.sparsity.lr_factor()  # the sparse LR rule (1 when off)
+        lr = self.grower.lr(self.state.step, self.progress())  # growth LR policy × lr_scale × the sparse LR rule
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         accum = self.cfg.grad_accum
@@ -254,8 +242,7 @@ class Trainer:
             skip_step(self.state, total / accum, float(norm), self.cfg.train.max_nonfinite_steps, self.run_dir)
         else:
             self.state.nonfinite_in_a_row = 0
-            with self._new_entry_warmup():
-                self.optimizer.step()
+            self.optimizer.step()  # the Grower's hooks scale the update of a growth's new entries in their warmup
         fault_point("after_optimizer", self.state.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
@@ -264,102 +251,27 @@ class Trainer:
         self.state.flops_dense += self.model.flops_per_token(self.seq_len) * self.tokens_per_step
         if self.sparsity is not None:
             self.sparsity.step(self.state.step)  # re-mask weights and moments; prune-and-regrow when due
-        self._advance_ramp()
+        self.grower.advance(self.state.step)  # a running mask ramp moves (and folds at its end)
         return total / accum
 
     # -- growth --------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _new_entry_warmup(self) -> Iterator[None]:
-        """Scale the optimizer's update of the entries the last growth added by min(1, (t+1)/W)."""
-        s = self.state
-        if s.new_warmup_start is None:
-            yield
-            return
-        factor = min(1.0, (s.step - s.new_warmup_start + 1) / s.new_warmup_steps)
-        # this process's entries (FSDP2: its shard of each weight and the matching rows of the mask)
-        local = {n: self.parallel.local(p, self.new_entries[n]) for n, p in self.model.named_parameters()
-                 if n in self.new_entries}
-        before = {n: p.detach().clone() for n, (p, _) in local.items()}
-        yield
-        with torch.no_grad():
-            for name, (p, mask) in local.items():
-                p.copy_(torch.where(mask, before[name] + factor * (p - before[name]), p))
-        if factor >= 1.0:
-            s.new_warmup_start, self.new_entries = None, {}
-
-    def _advance_ramp(self) -> None:
-        """Move the masks of a running ramp (once per optimizer step); fold them when they reach 1."""
-        s = self.state
-        if s.ramp_start is None:
-            return
-        c = ramp_value(s.step, s.ramp_start, s.ramp_steps)
-        ramp_masks(self.model, c)
-        fault_point("mid_ramp", s.step)
-        if c >= 1.0:
-            fold_masks(self.model)
-            s.ramp_start = None
-
     def grow_due_stages(self) -> list[dict[str, Any]]:
-        """Apply every growth stage that is due at the current counters; returns their event records."""
-        events = []
+        """Apply every growth stage that is due at the current counters (the Grower's stage logic);
+        returns their event records."""
         s = self.state
-        while (s.stages_done < len(self.stages)
-               and self.stages[s.stages_done].due(s.step, s.tokens, s.flops, self.progress())):
-            events.append(self._apply_stage(self.stages[s.stages_done]))
-        return events
-
-    def _apply_stage(self, stage: GrowthStage) -> dict[str, Any]:
-        """Grow the model (and/or the training length), carry the optimizer, set the ramp and LR policy.
-
-        The loss on a fixed probe batch (the first validation batch) just before and just after is
-        recorded: for a strict method at c = 0 the jump is rounding error."""
-        s = self.state
-        before = self._probe_loss()
-        params_before = self.model.num_params()
-        if s.ramp_start is not None:  # a new stage before the last ramp ended: finish it first
-            s.ramp_start, s.ramp_steps = s.step, 0
-            self._advance_ramp()
-        spec = stage.spec()
-        if spec.changes(self.model.cfg):
-            whole = self.parallel.full(self.model, self.optimizer, self._make_optimizer)
-            assert whole is not None
-            new, record = grow(whole[0], spec)
-            fault_point("mid_growth", s.step)
-            self.optimizer = carry_optimizer_state(whole[1], new, record)
-            self.model, self.model_cfg = new.to(self.device), new.cfg
-            if self.sparsity is not None:
-                self.sparsity.on_grow(self.model, record, self.optimizer)
-            self.new_entries, s.new_warmup_start = {}, None
-            if stage.new_lr_warmup_steps:
-                for name, p in self.model.named_parameters():
-                    mask = record.new_entries(name, p.shape).to(p.device)
-                    if mask.any():
-                        self.new_entries[name] = mask
-                s.new_warmup_start, s.new_warmup_steps = s.step, stage.new_lr_warmup_steps
-            if self.model.masks():
-                s.ramp_start, s.ramp_steps = s.step, stage.ramp_steps
-                self._advance_ramp()  # ramp_steps 0: fold at once
-            self._wrap()
-        if stage.seq_len:
-            s.seq_len = stage.seq_len
+        seq_len = self.seq_len
+        self.grower.step(s.step, tokens=s.tokens, flops=s.flops, progress=self.progress())
+        self.model, self.optimizer = self.grower.model, self.grower.optimizer
+        if self.seq_len != seq_len:
             self.batches = self._batches("train", self.seq_len, self.cfg.train.seed)
-        if stage.lr != "continue":
-            s.lr_policy, s.lr_anchor, s.lr_anchor_progress = stage.lr, s.step, self.progress()
-            s.lr_warmup_steps = stage.lr_warmup_steps
-        if stage.lr_scale is not None:
-            s.lr_scale = float(stage.lr_scale)
-        s.stages_done += 1
-        after = self._probe_loss()
-        return {**self._counters(), "event": "growth", "stage": s.stages_done, "grow": stage.grow,
-                "seq_len": self.seq_len, "params_before": params_before, "params_after": self.model.num_params(),
-                "probe_loss_before": before, "probe_loss_after": after, "loss_jump": after - before}
+        return [{**self._counters(), **event} for event in self.grower.events]
 
     @torch.no_grad()
-    def _probe_loss(self) -> float:
-        self.model.eval()
+    def _probe_loss(self, model: torch.nn.Module) -> float:
+        model.eval()
         x, y = self.eval_set[0]
         with self._autocast():
-            _, loss = self.model(x.to(self.device), y.to(self.device))
+            _, loss = model(x.to(self.device), y.to(self.device))
         return loss.item()
 
     @torch.no_grad()
@@ -380,9 +292,9 @@ class Trainer:
         whole = self.parallel.full(self.model, self.optimizer, self._make_optimizer, main_only=True)
         if whole is None:
             return None
-        state = {**asdict(self.state), "model_config": self.model_cfg.to_dict(),
+        state = {**asdict(self.state), **self.grower.state_dict(), "model_config": self.model_cfg.to_dict(),
                  "initial_model_config": self.initial_model_cfg.to_dict(), "run_config": self.cfg.to_dict()}
-        extra = {f"new_entries.{n}": m for n, m in self.new_entries.items()}
+        extra = {f"new_entries.{n}": m for n, m in self.grower.new_entries.items()}
         if self.sparsity is not None:
             extra.update({f"sparsity.{k}": v for k, v in self.sparsity.state_dict().items()})
         return save_checkpoint(self.run_dir, whole[0], whole[1], state, keep=self.cfg.run.keep_checkpoints,
@@ -500,19 +412,6 @@ def _prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> Path | None:
         raise GrowkitError(f"run.dir {str(run_dir)!r} is not writable ({e.strerror}): choose a directory you "
                            f"can write, e.g. --set run.dir=runs/my-run") from None
     return found
-
-
-def _check_stage_lengths(cfg: TransformerConfig, stages: list[GrowthStage], start_seq_len: int | None) -> None:
-    """Every training length must fit the model's max_seq_len at that point of the schedule."""
-    max_len = cfg.max_seq_len
-    lengths = [("data.start_seq_len", start_seq_len)]
-    for i, stage in enumerate(stages):
-        max_len = stage.spec().max_seq_len or max_len
-        lengths.append((f"[[growth]] stage {i + 1} seq_len", stage.seq_len))
-        for where, n in lengths:
-            if n is not None and n > max_len:
-                raise GrowkitError(f"{where} = {n} exceeds the model's max_seq_len {max_len}: raise model.max_seq_len "
-                                   f"or grow it (grow = {{ max_seq_len = {n} }}) before that stage")
 
 
 def _truncate_records(path: Path, step: int) -> None:

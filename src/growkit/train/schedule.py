@@ -9,6 +9,7 @@ run lands on exactly the same LR.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from growkit.train.config import TrainConfig
 
@@ -35,17 +36,24 @@ def learning_rate(cfg: TrainConfig, step: int, frac: float) -> float:
 
 def scheduled_lr(cfg: TrainConfig, step: int, frac: float, policy: str = "continue", anchor_step: int | None = None,
                  anchor_frac: float = 0.0, warmup_steps: int = 0) -> float:
-    """LR with the policy of the last growth (see `growkit.train.growth`):
+    """`learning_rate` with the policy of the last growth (see `with_lr_policy`)."""
+    return with_lr_policy(lambda s, f: learning_rate(cfg, s, f), step, frac, policy, anchor_step, anchor_frac,
+                          warmup_steps)
 
-    - ``continue``: `learning_rate` unchanged;
-    - ``rewarm``: `learning_rate` × min(1, (step − anchor + 1) / warmup_steps) after the growth;
+
+def with_lr_policy(schedule: Callable[[int, float], float], step: int, frac: float, policy: str = "continue",
+                   anchor_step: int | None = None, anchor_frac: float = 0.0, warmup_steps: int = 0) -> float:
+    """The LR of ``schedule(step, progress)`` under the policy of the last growth (`growkit.train.growth`):
+
+    - ``continue``: ``schedule`` unchanged;
+    - ``rewarm``: ``schedule`` × min(1, (step − anchor + 1) / warmup_steps) after the growth;
     - ``rewind``: the whole schedule (warmup, then decay) restarts at the growth step and is stretched
-      over the rest of the budget.
+      over the rest of the budget: ``schedule(step − anchor, (progress − p_anchor) / (1 − p_anchor))``.
     """
     if anchor_step is None or policy == "continue":
-        return learning_rate(cfg, step, frac)
+        return schedule(step, frac)
     if policy == "rewind":
         rest = max(1.0 - anchor_frac, 1e-12)
-        return learning_rate(cfg, step - anchor_step, (frac - anchor_frac) / rest)
-    lr = learning_rate(cfg, step, frac)
+        return schedule(step - anchor_step, (frac - anchor_frac) / rest)
+    lr = schedule(step, frac)
     return lr * min(1.0, (step - anchor_step + 1) / warmup_steps) if warmup_steps else lr
