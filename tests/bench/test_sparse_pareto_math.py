@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from growkit.bench.frontier import Point
 from growkit.bench.sparse_pareto import (
     FULL,
     QUICK,
@@ -18,7 +19,6 @@ from growkit.bench.sparse_pareto import (
     sparse_flops,
     variants,
 )
-from growkit.bench.speedup import Point
 from growkit.errors import GrowkitError
 
 DENSE = [Point(1e9, 0.0, 3.0), Point(1e10, 0.0, 2.0), Point(2e10, 0.0, 2.2)]  # the last is dominated

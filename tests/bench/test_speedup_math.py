@@ -6,16 +6,8 @@ import math
 
 import pytest
 
-from growkit.bench.speedup import (
-    Point,
-    RunResult,
-    format_table,
-    frontier_cost,
-    headline,
-    pareto,
-    speedup_at,
-    summarize,
-)
+from growkit.bench.frontier import Point, frontier_cost, headline, pareto, speedup_at
+from growkit.bench.speedup import RunResult, format_table, summarize
 
 # FLOPs double from point to point, seconds are FLOPs / 1e11, losses 4.0, 3.5, 3.2, 3.0.
 FRONTIER = [Point(1e12, 10.0, 4.0), Point(2e12, 20.0, 3.5), Point(4e12, 40.0, 3.2), Point(8e12, 80.0, 3.0)]

@@ -21,7 +21,7 @@ block projection counts its active weights only; attention, embeddings and the h
 
 **Headline** ``dynamic_flops_to_dense_loss``: for a sparse run ending at (F, ℓ), ``F / F_dense(ℓ)``, where
 ``F_dense(ℓ)`` interpolates the dense models' final points (Pareto-filtered: a dense point with more FLOPs
-and no lower loss is dropped) linearly in (loss, log FLOPs) — `growkit.bench.speedup.frontier_cost`. Below
+and no lower loss is dropped) linearly in (loss, log FLOPs) — `growkit.bench.frontier.frontier_cost`. Below
 1: the sparse run reaches that loss with fewer FLOPs than dense training. Never extrapolated: a loss below
 every dense point gives an upper bound ``≤ F / F_largest`` (dense would need more than its largest run); a
 loss above every dense point is "not reached", with the lower bound ``≥ F / F_smallest``. The headline is
@@ -44,14 +44,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from growkit.bench.frontier import Point, frontier_cost
 from growkit.bench.schedules import Preset as SpeedupPreset
 from growkit.bench.schedules import Schedule, run_dict
 from growkit.bench.speedup import (
-    Point,
     RunResult,
     RunSpec,
     execute,
-    frontier_cost,
     plan_run,
     preset_threads,
     read_result,

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import json
 import math
 import shutil
@@ -46,6 +45,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from growkit.bench.frontier import (  # noqa: F401  (re-exported: the math used to live here)
+    Headline,
+    Match,
+    Point,
+    Speedup,
+    frontier_cost,
+    headline,
+    pareto,
+    speedup_at,
+)
 from growkit.bench.schedules import BASELINES, NAMES, PRESETS, Preset, Schedule, run_dict, schedules
 from growkit.errors import GrowkitError
 
@@ -58,120 +67,6 @@ PLOT_FILES = ("loss_vs_flops.png", "loss_vs_time.png")
 #: A run whose process got less than this share of its threads' CPU time had its cores shared with other
 #: processes: its wall-clock is flagged (``*`` in the table) and ``remeasure`` runs it again.
 CONTENDED = 0.8
-
-
-# -- the math ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Point:
-    """One run's end (or any evaluation): cumulative training FLOPs, training seconds, val loss."""
-
-    flops: float
-    time_s: float
-    loss: float
-
-
-@dataclass(frozen=True)
-class Match:
-    """What the frontier (or a schedule) needs to reach a loss. ``bound``: None when interpolated;
-    ``"above"`` when the true cost is at least this (the loss is below every point), ``"below"`` when it
-    is at most this (the loss is above every point)."""
-
-    flops: float
-    time_s: float
-    bound: str | None = None
-
-
-def _loglerp(a: float, b: float, alpha: float) -> float:
-    a, b = max(a, 1e-12), max(b, 1e-12)
-    return math.exp(math.log(a) + alpha * (math.log(b) - math.log(a)))
-
-
-def pareto(points: Sequence[Point]) -> list[Point]:
-    """Points sorted by FLOPs, keeping only those with a lower loss than every cheaper point."""
-    out: list[Point] = []
-    for p in sorted(points, key=lambda p: p.flops):
-        if not out or p.loss < out[-1].loss:
-            out.append(p)
-    return out
-
-
-def frontier_cost(frontier: Sequence[Point], loss: float) -> Match:
-    """FLOPs and seconds the from-scratch frontier needs to reach ``loss``.
-
-    Linear in (loss, log FLOPs) between the two Pareto points whose losses bracket ``loss``; wall-clock
-    is interpolated in log-seconds at the same position. Never extrapolates: a loss below the best point
-    returns that point with ``bound="above"``, a loss above the cheapest point returns it with
-    ``bound="below"``.
-    """
-    pts = pareto(frontier)
-    if not pts:
-        raise GrowkitError("the frontier has no points: run the from-scratch runs first")
-    if loss < pts[-1].loss:
-        return Match(pts[-1].flops, pts[-1].time_s, "above")
-    if loss > pts[0].loss:
-        return Match(pts[0].flops, pts[0].time_s, "below")
-    for lo, hi in itertools.pairwise(pts):
-        if hi.loss <= loss <= lo.loss:
-            alpha = (lo.loss - loss) / (lo.loss - hi.loss)
-            return Match(_loglerp(lo.flops, hi.flops, alpha), _loglerp(lo.time_s, hi.time_s, alpha))
-    return Match(pts[0].flops, pts[0].time_s)  # a single point equal to the loss
-
-
-@dataclass(frozen=True)
-class Speedup:
-    """Frontier cost / own cost, in FLOPs and wall-clock. ``bound``: None, ``"lower"`` (the true speedup
-    is at least this) or ``"upper"`` (at most this)."""
-
-    flops: float
-    wallclock: float
-    bound: str | None = None
-
-
-def speedup_at(frontier: Sequence[Point], run: Point) -> Speedup:
-    """Speedup of ``run`` against the frontier at the loss it reached."""
-    m = frontier_cost(frontier, run.loss)
-    bound = {"above": "lower", "below": "upper"}.get(m.bound or "")
-    return Speedup(m.flops / run.flops, m.time_s / max(run.time_s, 1e-12), bound)
-
-
-@dataclass(frozen=True)
-class Headline:
-    """A schedule's speedup where it matches the target loss.
-
-    ``status``: ``"interpolated"`` (between two of its budgets), ``"lower bound"`` (its smallest budget
-    already beats the target: at least this), or ``"not reached"`` (speedups are None)."""
-
-    status: str
-    flops: float | None = None
-    time_s: float | None = None
-    speedup_flops: float | None = None
-    speedup_wallclock: float | None = None
-    fraction: float | None = None
-    """The interpolated budget (fraction of the full token budget), when known."""
-
-
-def headline(points: Sequence[Point], target: Point, fractions: Sequence[float] | None = None) -> Headline:
-    """Where a schedule, run at several budgets (``points``, one per budget), reaches ``target.loss``.
-
-    ``target`` is the full from-scratch run's end. Interpolates the matching FLOPs (and seconds) in log
-    scale between the first budget that reaches the loss and the one before it; no extrapolation.
-    ``fractions`` (the budgets, same order as ``points``) gives the matched budget too.
-    """
-    order = sorted(range(len(points)), key=lambda i: points[i].flops)
-    pts = [points[i] for i in order]
-    fr = [fractions[i] for i in order] if fractions is not None else None
-    for j, p in enumerate(pts):
-        if p.loss > target.loss:
-            continue
-        if j == 0:
-            return Headline("lower bound", p.flops, p.time_s, target.flops / p.flops,
-                            target.time_s / max(p.time_s, 1e-12), fr[0] if fr else None)
-        lo = pts[j - 1]
-        alpha = (lo.loss - target.loss) / (lo.loss - p.loss)
-        flops, secs = _loglerp(lo.flops, p.flops, alpha), _loglerp(lo.time_s, p.time_s, alpha)
-        frac = _loglerp(fr[j - 1], fr[j], alpha) if fr else None
-        return Headline("interpolated", flops, secs, target.flops / flops, target.time_s / secs, frac)
-    return Headline("not reached")
 
 
 # -- planning: steps, FLOPs and sizes of a run without running it -----------------------------------------
