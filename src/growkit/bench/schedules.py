@@ -79,6 +79,11 @@ class Preset:
     """``train.dtype`` of every run: ``auto`` is bf16 autocast only where it is native and faster
     (`growkit.train.hardware`); the resolved dtype is recorded with each run."""
     seed: int = 0
+    arch: str = "gpt2"
+    """Model family of every schedule (``gpt2`` or ``llama``; the envelope benchmark uses ``llama``)."""
+    tokenizer: str = "bpe"
+    min_lr: float | None = None
+    """``train.min_lr`` (None: lr / 10, the trainer's default)."""
     threads: int | None = None
     """Torch CPU threads for every run (None: the cores this process may use, `hardware.default_threads`);
     the same for all runs, because results depend on the thread count (one thread is faster for tiny
@@ -87,7 +92,7 @@ class Preset:
     @property
     def target(self) -> dict[str, Any]:
         """The target model's ``[model]`` table."""
-        return _gpt(self.n_layers, self.d_model, self.n_heads, self.d_ff)
+        return _model(self.n_layers, self.d_model, self.n_heads, self.d_ff, arch=self.arch)
 
     def budgets_of(self, name: str) -> tuple[float, ...]:
         """Budgets (fractions of the full token budget) at which schedule ``name`` is run."""
@@ -132,53 +137,86 @@ class Schedule:
     """Train for as many FLOPs as that schedule spends at the same budget (``train.max_flops``)."""
 
 
-def _gpt(n_layers: int, d_model: int, n_heads: int, d_ff: int, d_head: int | None = None) -> dict[str, Any]:
-    model: dict[str, Any] = {"arch": "gpt2", "n_layers": n_layers, "d_model": d_model, "n_heads": n_heads,
+def _model(n_layers: int, d_model: int, n_heads: int, d_ff: int, d_head: int | None = None,
+         arch: str = "gpt2") -> dict[str, Any]:
+    model: dict[str, Any] = {"arch": arch, "n_layers": n_layers, "d_model": d_model, "n_heads": n_heads,
                              "d_ff": d_ff}
     if d_head is not None and d_head != d_model // n_heads:
         model["d_head"] = d_head
     return model
 
 
-def schedules(p: Preset) -> dict[str, Schedule]:
-    """Every schedule for preset ``p`` (growth targets are ``p``'s target shape), by name."""
-    L, d, h, f, r = p.n_layers, p.d_model, p.n_heads, p.d_ff, p.ramp_steps
-    target = {"n_layers": L, "d_model": d, "n_heads": h, "d_ff": f}
-    out = [
-        Schedule("scratch", "target model from scratch", p.target),
-        Schedule("small", f"{L // 2}L×{d // 2} from scratch at {MAIN}'s FLOPs", _gpt(L // 2, d // 2, h // 2, f // 2),
-                 match_flops_of=MAIN),
-        Schedule("msg", "MSG: masked FFN → depth → width (+heads, FFN), ramped", _gpt(L // 2, d // 2, h // 2, f // 4), [
-            {"at_fraction": 0.1, "grow": {"d_ff": f // 2}, "method": "masked", "ramp_steps": r},
+@dataclass(frozen=True)
+class Shape:
+    """A model's sizes: layers, width, attention heads, FFN width (and the head width, when not d / heads)."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_ff: int
+    d_head: int | None = None
+
+    def model(self, arch: str) -> dict[str, Any]:
+        """The ``[model]`` table of this shape."""
+        return _model(self.n_layers, self.d_model, self.n_heads, self.d_ff, self.d_head, arch=arch)
+
+    def grow(self) -> dict[str, int]:
+        """The ``grow`` table that grows any smaller model to this shape."""
+        return {"n_layers": self.n_layers, "d_model": self.d_model, "n_heads": self.n_heads, "d_ff": self.d_ff}
+
+
+def seed_schedules(target: Shape, small: Shape, ramp: int, seq_len: int, arch: str) -> list[Schedule]:
+    """The seed systems' growth schedules into ``target``, each starting from (parts of) ``small``.
+
+    ``small`` is the half-size model (about half the layers and the width, the heads that keep its head
+    width); ``ramp`` the mask ramp length in optimizer steps; ``seq_len`` the full input length."""
+    L, d, h, f, r = target.n_layers, target.d_model, target.n_heads, target.d_ff, ramp
+    Ls, ds, hs, fs = small.n_layers, small.d_model, small.n_heads, small.d_ff
+    dh = target.d_head or d // h
+    return [
+        Schedule("msg", "MSG: masked FFN → depth → width (+heads, FFN), ramped",
+                 Shape(Ls, ds, hs, max(fs // 2, 1), small.d_head).model(arch), [
+            {"at_fraction": 0.1, "grow": {"d_ff": fs}, "method": "masked", "ramp_steps": r},
             {"at_fraction": 0.25, "grow": {"n_layers": L}, "method": "masked", "ramp_steps": r},
             {"at_fraction": 0.45, "grow": {"d_model": d, "n_heads": h, "d_ff": f}, "method": "masked",
              "ramp_steps": r},
         ]),
-        Schedule("late", "MSG late: the small model, every dimension grown at once at 80 %",
-                 _gpt(L // 2, d // 2, h // 2, f // 2), [
-            {"at_fraction": 0.8, "grow": dict(target), "method": "masked", "ramp_steps": r},
+        Schedule("late", "MSG late: the small model, every dimension grown at once at 80 %", small.model(arch), [
+            {"at_fraction": 0.8, "grow": target.grow(), "method": "masked", "ramp_steps": r},
         ]),
         Schedule("zero", "Gesmundo-Maile zero: heads + FFN, then depth + FFN",
-                 _gpt(L // 2, d, h // 2, f // 4, d_head=d // h), [
+                 Shape(Ls, d, hs, max(f // 4, 1), dh).model(arch), [
             {"at_fraction": 0.2, "grow": {"n_heads": h, "d_ff": f // 2}, "method": "zero"},
             {"at_fraction": 0.4, "grow": {"n_layers": L, "d_ff": f}, "method": "zero"},
         ]),
         Schedule("compound", "CompoundGrow: short inputs, then depth (stack) + FFN + length together",
-                 _gpt(L // 2, d, h, f // 2), [
-            {"at_fraction": 0.2, "grow": {}, "seq_len": p.seq_len // 2},
+                 Shape(Ls, d, h, f // 2, target.d_head).model(arch), [
+            {"at_fraction": 0.2, "grow": {}, "seq_len": seq_len // 2},
             {"at_fraction": 0.4, "grow": {"n_layers": L, "d_ff": f}, "method": {"n_layers": "stack", "*": "masked"},
-             "ramp_steps": r, "seq_len": p.seq_len, "lr": "rewarm", "lr_warmup_steps": r},
-        ], data={"start_seq_len": p.seq_len // 4}),
-        Schedule("stack", "G_stack: half depth, full width, stacked ×2", _gpt(L // 2, d, h, f), [
+             "ramp_steps": r, "seq_len": seq_len, "lr": "rewarm", "lr_warmup_steps": r},
+        ], data={"start_seq_len": seq_len // 4}),
+        Schedule("stack", "G_stack: half depth, full width, stacked ×2",
+                 Shape(Ls, d, h, f, target.d_head).model(arch), [
             {"at_fraction": 0.25, "grow": {"n_layers": L}, "method": "stack"},
         ]),
-        Schedule("split", "width ×2 by splitting (HyperCloning)", _gpt(L, d // 2, h // 2, f // 2), [
+        Schedule("split", "width ×2 by splitting (HyperCloning)", Shape(L, ds, hs, fs, small.d_head).model(arch), [
             {"at_fraction": 0.3, "grow": {"d_model": d, "n_heads": h, "d_ff": f}, "method": "split"},
         ]),
-        Schedule("copy", "copy-and-pad: small model, every dimension grown with copy",
-                 _gpt(L // 2, d // 2, h // 2, f // 2), [
-            {"at_fraction": 0.3, "grow": dict(target), "method": "copy"},
+        Schedule("copy", "copy-and-pad: small model, every dimension grown with copy", small.model(arch), [
+            {"at_fraction": 0.3, "grow": target.grow(), "method": "copy"},
         ]),
+    ]
+
+
+def schedules(p: Preset) -> dict[str, Schedule]:
+    """Every schedule for preset ``p`` (growth targets are ``p``'s target shape), by name."""
+    L, d, h, f = p.n_layers, p.d_model, p.n_heads, p.d_ff
+    small = Shape(L // 2, d // 2, h // 2, f // 2)
+    out = [
+        Schedule("scratch", "target model from scratch", p.target),
+        Schedule("small", f"{L // 2}L×{d // 2} from scratch at {MAIN}'s FLOPs", small.model(p.arch),
+                 match_flops_of=MAIN),
+        *seed_schedules(Shape(L, d, h, f), small, p.ramp_steps, p.seq_len, p.arch),
     ]
     return {s.name: s for s in out}
 
@@ -193,6 +231,8 @@ def run_dict(p: Preset, s: Schedule, fraction: float, run_dir: str, max_flops: f
                              "decay": "cosine", "dtype": p.dtype, "seed": p.seed, "device": "auto"}
     if p.threads is not None:
         train["threads"] = p.threads
+    if p.min_lr is not None:
+        train["min_lr"] = p.min_lr
     if max_flops is not None:
         train["max_flops"] = float(max_flops)
     else:
@@ -200,7 +240,7 @@ def run_dict(p: Preset, s: Schedule, fraction: float, run_dir: str, max_flops: f
     train.update(s.train)
     return {
         "model": dict(s.model),
-        "data": {"tokenizer": "bpe", "seq_len": p.seq_len, **s.data},
+        "data": {"tokenizer": p.tokenizer, "seq_len": p.seq_len, **s.data},
         "train": train,
         "run": {"dir": run_dir, "eval_every": eval_every, "eval_batches": p.eval_batches, "log_every": 10,
                 "ckpt_every": 1_000_000_000, "keep_checkpoints": 1, "progress": False, "tensorboard": False,
