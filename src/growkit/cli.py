@@ -132,6 +132,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from growkit.bench.speedup import run_speedup
 
+    if args.bench == "envelope":
+        from growkit.bench.envelope import run_envelope
+
+        names = [n.strip() for n in args.schedules.split(",") if n.strip()] if args.schedules else None
+        run_envelope(args.out or ("runs/bench-envelope-quick" if args.quick else "runs/bench-envelope"),
+                     "quick" if args.quick else "full", args.regime, names)
+        return 0
+
     names = [n.strip() for n in args.schedules.split(",") if n.strip()] if args.schedules else None
     out = args.out or ("runs/bench-speedup-quick" if args.quick else "runs/bench-speedup")
     run_speedup(out, "quick" if args.quick else "full", names, remeasure=args.remeasure)
@@ -177,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder for the PNGs (default: RUN/plots of the first run)")
     p.set_defaults(func=_cmd_plot)
 
-    p = sub.add_parser("bench", help="benchmarks: growkit bench speedup")
+    p = sub.add_parser("bench", help="benchmarks: growkit bench speedup | envelope")
     bench = p.add_subparsers(dest="bench", required=True)
     p = bench.add_parser("speedup", help="FLOPs and wall-clock saved by growth schedules vs a from-scratch frontier")
     p.add_argument("--quick", action="store_true", help="tiny model and budget: a smoke test (< 5 min)")
@@ -187,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "(scratch, small, msg, zero, compound, stack, split, copy; default: the preset's selection)")
     p.add_argument("--remeasure", action="store_true",
                    help="run again the finished runs whose cores were shared with other processes (keeps the faster)")
+    p.set_defaults(func=_cmd_bench)
+    p = bench.add_parser("envelope", help="growth against the best from-scratch model of any size at each compute "
+                         "(the envelope) and against an over-trained target's own frontier")
+    p.add_argument("--quick", action="store_true", help="tiny ladder and budget: the whole pipeline in < 10 min")
+    p.add_argument("--regime", default="both", choices=("compute-optimal", "over-trained", "both"))
+    p.add_argument("--out", help="folder of the runs and results (default runs/bench-envelope[-quick]); finished "
+                                 "runs in it are reused")
+    p.add_argument("--schedules", metavar="A,B,...", help="growth schedules (follow, msg, late, zero, compound, "
+                   "stack, split, copy; default: the preset's selection)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

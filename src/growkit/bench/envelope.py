@@ -1,0 +1,709 @@
+"""``growkit bench envelope``: growth against the best from-scratch model of *any* size at each compute.
+
+The benchmark, in the order it runs (every run with its own LR schedule, fully decayed at its own budget):
+
+1. **The ladder.** Llama-style models (RMSNorm, SwiGLU, RoPE; head width 16, FFN ≈ 8/3·d) with the byte
+   tokenizer, so that non-embedding parameters dominate. Each size runs at the *iso-FLOP levels*
+   ``C·levels`` (C/8, C/4, C/2, C by default) — skipped where that needs more than ``max_epochs`` passes
+   over the bundled corpus's training split, or fewer than ``min_steps`` optimizer steps.
+2. **The LR rule.** Each size's peak LR is swept at its smallest level: 3 values, ½×, 1× and 2× the
+   centre ``lr_ref · (64 / d_model)^½``; when the best is at an edge the sweep goes on in that direction
+   (up to ``max_extend`` more values). The winner is that size's LR at every level, and the LR of growth
+   schedules at that size (`lr_at`, log-log in d_model between tuned sizes): growth gets no more tuning.
+3. **The envelope**: the lower convex hull, in (log FLOPs, loss), of every from-scratch run
+   (`growkit.bench.frontier.lower_hull`), and the **L(N, D) fit** to the tuned runs
+   (`growkit.bench.scaling`), with N*(C), D*(C) and the residuals.
+4. **Targets.** *compute-optimal*: the ladder size with the lowest loss at C, run with ``seeds`` seeds
+   (and the runner-up too, so the table shows whether seed spread could swap them). *over-trained*: the
+   largest ladder size trained at C with at least ``overtrain_factor`` × the fitted compute-optimal tokens
+   per parameter; its baseline is its own frontier (its runs at every level), not the envelope.
+5. **Schedules.** The seed systems' schedules into each target (`growkit.bench.schedules.seed_schedules`)
+   and ``follow``: the model kept near the fitted compute-optimal size N*(c) for the compute c spent so
+   far, grown (masked, ramped) through the ladder's sizes as c passes the geometric middle of two sizes.
+   Each runs at ``schedule_budgets`` × C; when its smallest budget already reaches the target's loss, at
+   ``extra_budget`` × C too, so the match is interpolated instead of a bound.
+6. **Speedups.** For each schedule, the FLOPs (and training seconds) it needs to reach the target's mean
+   loss at C, interpolated between its own budgets (`frontier_cost`), against what the baseline needs
+   for the same loss (the envelope, or the target's own frontier); bounds (≥, ≤) where a loss lies outside
+   the runs, never an extrapolation. The best schedule of each regime runs with ``seeds`` seeds: its
+   headline is their mean and spread.
+
+The output folder holds one run dir per run (a finished run is reused, so an interrupted benchmark goes on
+where it stopped), ``results.json``, the figures, and the table on stdout, whose last three lines are
+``envelope_speedup_flops``, ``envelope_speedup_wallclock`` (best schedule, compute-optimal regime) and
+``overtrained_speedup_flops``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from growkit.bench.frontier import Match, Point, envelope_cost, frontier_cost, lower_hull, ratio
+from growkit.bench.scaling import Fit, compute_optimal, fit_loss_law, flops_per_token_curve
+from growkit.bench.schedules import Preset, Schedule, Shape, run_dict, seed_schedules
+from growkit.bench.speedup import RunResult, RunSpec, execute, plan_run, preset_threads, read_result, resolved_now
+from growkit.errors import GrowkitError
+
+RESULTS_FILE = "results.json"
+PLOT_FILES = ("envelope.png", "envelope_overtrained.png", "speedups.png", "loss_law.png")
+REGIMES = ("compute-optimal", "over-trained")
+SCHEDULES = ("follow", "msg", "late", "zero", "compound", "stack", "split", "copy")
+HEAD_WIDTH = 16
+
+
+@dataclass(frozen=True)
+class EnvelopePreset:
+    """Sizes, budgets and settings of one envelope benchmark."""
+
+    name: str
+    ladder: tuple[tuple[int, int], ...]
+    """``(n_layers, d_model)`` of each ladder size, smallest first."""
+    flops: float
+    """C: the full budget, in training FLOPs."""
+    levels: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+    schedule_budgets: tuple[float, ...] = (0.5, 1.0)
+    extra_budget: float = 0.25
+    seq_len: int = 128
+    batch_size: int = 32
+    warmup_steps: int = 30
+    ramp_steps: int = 30
+    eval_batches: int = 16
+    evals_per_run: int = 4
+    lr_ref: float = 4e-3
+    """Centre of the LR sweep at d_model 64 (scaled by (64 / d_model)^½ for other widths)."""
+    max_extend: int = 2
+    max_epochs: float = 4.0
+    min_steps: int = 40
+    seeds: int = 2
+    overtrain_factor: float = 4.0
+    schedules: tuple[str, ...] = SCHEDULES
+    threads: int | None = None
+
+
+#: The full benchmark: 5 sizes from 2L×32 to 6L×128 (25k → 1.19M non-embedding parameters, 47×).
+FULL = EnvelopePreset(name="full", ladder=((2, 32), (3, 48), (4, 64), (5, 96), (6, 128)), flops=4e12)
+#: ``--quick``: the same pipeline on 4 tiny sizes and a small budget (< 10 minutes).
+QUICK = EnvelopePreset(name="quick", ladder=((1, 16), (2, 16), (2, 32), (3, 48)), flops=1.2e11, seq_len=64,
+                       batch_size=16, warmup_steps=5, ramp_steps=5, eval_batches=4, evals_per_run=2, min_steps=12,
+                       max_extend=1, schedules=("follow", "msg", "late", "stack"), threads=1)
+#: For tests: a few seconds per run.
+MICRO = EnvelopePreset(name="micro", ladder=((1, 16), (2, 32)), flops=3e9, levels=(0.5, 1.0),
+                       schedule_budgets=(0.5, 1.0), extra_budget=0.25, seq_len=32, batch_size=8, warmup_steps=2,
+                       ramp_steps=2, eval_batches=2, evals_per_run=1, min_steps=6, max_extend=1, seeds=2,
+                       overtrain_factor=0.0, schedules=("follow", "late"), threads=1)
+PRESETS = {p.name: p for p in (FULL, QUICK, MICRO)}
+
+
+# -- the ladder ------------------------------------------------------------------------------------------
+def shape(n_layers: int, d_model: int) -> Shape:
+    """A ladder shape: heads of width 16, FFN width 8/3·d rounded up to a multiple of 8 (SwiGLU's ratio)."""
+    if d_model % HEAD_WIDTH:
+        raise GrowkitError(f"ladder width {d_model} is not a multiple of the head width {HEAD_WIDTH}")
+    return Shape(n_layers, d_model, d_model // HEAD_WIDTH, 8 * math.ceil(8 * d_model / 3 / 8))
+
+
+def half(s: Shape) -> Shape:
+    """The start model of the seed schedules into ``s``: about half the layers and the width."""
+    return shape(max(1, s.n_layers // 2), max(HEAD_WIDTH, s.d_model // 2 // HEAD_WIDTH * HEAD_WIDTH))
+
+
+def label(s: Shape) -> str:
+    return f"{s.n_layers}L×{s.d_model}"
+
+
+@dataclass(frozen=True)
+class Size:
+    """A ladder size and what it costs: non-embedding parameters and training FLOPs per token."""
+
+    shape: Shape
+    params: int
+    flops_per_token: float
+
+
+def size_of(s: Shape, seq_len: int, vocab_size: int) -> Size:
+    import growkit as gk
+    from growkit.flops import training_flops_per_token
+
+    cfg = gk.TransformerConfig.from_dict({**s.model("llama"), "vocab_size": vocab_size})
+    per_layer = gk.Transformer(gk.TransformerConfig.from_dict({**cfg.to_dict(), "vocab_size": 8}))
+    params = sum(p.numel() for n, p in per_layer.named_parameters() if "_emb" not in n and "lm_head" not in n)
+    return Size(s, params, training_flops_per_token(cfg, seq_len))
+
+
+def _base(p: EnvelopePreset) -> Preset:
+    """The run settings every run shares, as a `growkit.bench.schedules.Preset` (its model is unused)."""
+    return Preset(name=f"envelope-{p.name}", n_layers=1, d_model=HEAD_WIDTH, n_heads=1, d_ff=8, seq_len=p.seq_len,
+                  tokens=0, batch_size=p.batch_size, lr=p.lr_ref, warmup_steps=p.warmup_steps,
+                  ramp_steps=p.ramp_steps, eval_batches=p.eval_batches, evals_per_run=p.evals_per_run,
+                  arch="llama", tokenizer="byte", threads=p.threads)
+
+
+def lr_by_width(pairs: Sequence[tuple[int, float]]) -> dict[int, float]:
+    """Tuned LR per width: the geometric mean over the ladder sizes of that width (depths differ)."""
+    widths: dict[int, list[float]] = {}
+    for d, lr in pairs:
+        widths.setdefault(d, []).append(lr)
+    return {d: v[0] if len(v) == 1 else math.exp(statistics.fmean(math.log(x) for x in v)) for d, v in widths.items()}
+
+
+def lr_at(tuned: dict[int, float], d_model: int) -> float:
+    """The tuned LR at width ``d_model``: log-log interpolation between tuned widths, held at the ends."""
+    ds = sorted(tuned)
+    if d_model <= ds[0]:
+        return tuned[ds[0]]
+    if d_model >= ds[-1]:
+        return tuned[ds[-1]]
+    lo = max(d for d in ds if d <= d_model)
+    hi = min(d for d in ds if d >= d_model)
+    if lo == hi:
+        return tuned[lo]
+    a = math.log(d_model / lo) / math.log(hi / lo)
+    return math.exp(math.log(tuned[lo]) + a * (math.log(tuned[hi]) - math.log(tuned[lo])))
+
+
+def with_lr_scales(s: Schedule, tuned: dict[int, float], preset: Preset) -> tuple[Schedule, Preset]:
+    """``s`` with the start model's tuned LR as the run's LR, and ``lr_scale`` on every stage that changes
+    the width, so that from there the LR is the tuned LR of the new width."""
+    d0 = s.model["d_model"]
+    stages, d = [], d0
+    for stage in s.growth:
+        d = stage.get("grow", {}).get("d_model", d)
+        stages.append({**stage, "lr_scale": lr_at(tuned, d) / lr_at(tuned, d0)} if d != d0 else dict(stage))
+    return replace(s, growth=stages), replace(preset, lr=lr_at(tuned, d0))
+
+
+# -- running ---------------------------------------------------------------------------------------------
+@dataclass
+class Bench:
+    """One benchmark's state: where it writes, what it has run, and how."""
+
+    preset: EnvelopePreset
+    out: Path
+    vocab_size: int
+    train_tokens: int
+    log: Callable[[str], None] = print
+    results: dict[str, RunResult] = field(default_factory=dict)
+    reused: int = 0
+
+    @property
+    def base(self) -> Preset:
+        return _base(self.preset)
+
+    def run(self, name: str, schedule: Schedule, budget: float, lr_preset: Preset | None = None,
+            seed: int = 0) -> RunResult:
+        """Run (or reuse) ``schedule`` with ``budget`` × C training FLOPs."""
+        key = f"{name}-s{seed}"
+        if key in self.results:
+            return self.results[key]
+        pre = replace(lr_preset or self.base, seed=seed)
+        run_dir = str(self.out / "runs" / key)
+        cfg = run_dict(pre, schedule, budget, run_dir, max_flops=budget * self.preset.flops)
+        plan = plan_run(cfg, self.vocab_size)
+        cfg["run"]["eval_every"] = max(1, math.ceil(plan.steps / self.preset.evals_per_run))
+        spec = RunSpec(key, schedule.name, budget, cfg, plan, preset_threads(self.preset.threads))
+        t0 = time.perf_counter()
+        reused = execute(spec)
+        r = read_result(spec, reused)
+        r.extra.update(lr=pre.lr, seed=seed, epochs=r.tokens / self.train_tokens, budget=budget)
+        self.results[key] = r
+        self.reused += reused
+        what = "reused" if reused else f"{time.perf_counter() - t0:.0f} s"
+        self.log(f"  {key}: {plan.steps} steps, {r.tokens:,} tokens ({r.tokens / self.train_tokens:.2f} epochs), "
+                 f"{r.end.flops:.3g} FLOPs, lr {pre.lr:.2e}, val loss {r.end.loss:.4f} ({what})")
+        return r
+
+    def scratch(self, size: Size, level: float, lr: float, seed: int = 0) -> RunResult:
+        s = Schedule("scratch", f"{label(size.shape)} from scratch", size.shape.model("llama"))
+        name = f"scratch-{size.shape.n_layers}x{size.shape.d_model}-c{round(level * 1000):04d}-lr{lr:.2e}"
+        return self.run(name, s, level, replace(self.base, lr=lr), seed)
+
+
+def feasible_levels(p: EnvelopePreset, size: Size, train_tokens: int) -> list[float]:
+    """The iso-FLOP levels this size can run: at most ``max_epochs`` passes, at least ``min_steps`` steps."""
+    out = []
+    for level in p.levels:
+        tokens = level * p.flops / size.flops_per_token
+        if tokens <= p.max_epochs * train_tokens and tokens >= p.min_steps * p.batch_size * p.seq_len:
+            out.append(level)
+    return out
+
+
+def sweep_lr(bench: Bench, size: Size, level: float) -> tuple[float, list[tuple[float, float]]]:
+    """The LR rule (module doc): returns the winner and every (lr, loss) tried."""
+    p = bench.preset
+    centre = p.lr_ref * (64 / size.shape.d_model) ** 0.5
+    tried = {lr: bench.scratch(size, level, lr).end.loss for lr in (centre / 2, centre, centre * 2)}
+    for _ in range(p.max_extend):
+        best = min(tried, key=lambda lr: tried[lr])
+        if best == min(tried):
+            nxt = best / 2
+        elif best == max(tried):
+            nxt = best * 2
+        else:
+            break
+        tried[nxt] = bench.scratch(size, level, nxt).end.loss
+    best = min(tried, key=lambda lr: tried[lr])
+    return best, sorted(tried.items())
+
+
+def _mean_point(runs: Sequence[RunResult]) -> Point:
+    return Point(statistics.fmean(r.end.flops for r in runs), statistics.fmean(r.end.time_s for r in runs),
+                 statistics.fmean(r.end.loss for r in runs))
+
+
+def _spread(values: Sequence[float]) -> float:
+    """Half the range: the ± of a mean over a few seeds."""
+    return (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+
+
+def follow_schedule(bench: Bench, sizes: Sequence[Size], target: Size, law_opt: Callable[[float], float],
+                    budget: float) -> Schedule:
+    """``follow`` at ``budget`` × C: start at the smallest size, grow (masked, ramped) to the next ladder size
+    once the compute spent passes c_k, where the fitted N*(c_k) is the geometric middle of the two sizes."""
+    path = [s for s in sizes if s.params <= target.params]
+    stages = []
+    for a, b in itertools.pairwise(path):
+        c = _compute_for(law_opt, math.sqrt(a.params * b.params), bench.preset.flops)
+        frac = c / (budget * bench.preset.flops)
+        if frac < 0.95:
+            stages.append({"at_fraction": round(max(frac, 0.02), 4), "grow": b.shape.grow(), "method": "masked",
+                           "ramp_steps": bench.preset.ramp_steps})
+    return Schedule("follow", "follow N*(c): the fitted compute-optimal size for the compute spent so far",
+                    path[0].shape.model("llama"), stages)
+
+
+def _compute_for(n_opt: Callable[[float], float], params: float, c_max: float) -> float:
+    """The compute c at which the fitted optimum N*(c) equals ``params`` (bisection in log c)."""
+    lo, hi = math.log(c_max) - 20, math.log(c_max) + 10
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if n_opt(math.exp(mid)) < params else (lo, mid)
+    return math.exp((lo + hi) / 2)
+
+
+# -- analysis --------------------------------------------------------------------------------------------
+@dataclass
+class ScheduleResult:
+    """One schedule in one regime: its runs per seed and its speedups against the regime's baseline."""
+
+    name: str
+    title: str
+    runs: dict[int, list[RunResult]]
+    """Per seed, the runs at each budget."""
+    speedups: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def headline(self) -> dict[str, Any]:
+        """Mean and spread over seeds of the FLOP and wall-clock speedups (bound when any seed is bound)."""
+        per = [s for s in self.speedups.values() if s["flops"] is not None]
+        if not per:
+            return {"flops": None, "wallclock": None, "bound": "not reached", "seeds": len(self.speedups)}
+        bounds = {s["bound"] for s in per if s["bound"]}
+        return {"flops": statistics.fmean(s["flops"] for s in per), "flops_spread": _spread([s["flops"] for s in per]),
+                "wallclock": statistics.fmean(s["wallclock"] for s in per),
+                "wallclock_spread": _spread([s["wallclock"] for s in per]),
+                "bound": next(iter(bounds)) if len(bounds) == 1 else ("mixed" if bounds else None),
+                "seeds": len(self.speedups)}
+
+
+def speedup_of(runs: Sequence[RunResult], baseline: Callable[[float], Match], loss: float) -> dict[str, Any]:
+    """A schedule's runs (one per budget) against ``baseline`` (loss → cost) at ``loss``."""
+    own = frontier_cost([r.end for r in runs], loss)
+    s = ratio(baseline(loss), own)
+    if s is None:
+        return {"flops": None, "wallclock": None, "bound": "not reached" if own.bound == "above" else "unknown",
+                "own_flops": own.flops, "own_time_s": own.time_s}
+    return {"flops": s.flops, "wallclock": s.wallclock, "bound": s.bound, "own_flops": own.flops,
+            "own_time_s": own.time_s}
+
+
+def _fmt(x: float | None, bound: str | None = None, spread: float | None = None) -> str:
+    if x is None:
+        return "not reached" if bound == "not reached" else "—"
+    mark = {"lower": "≥", "upper": "≤"}.get(bound or "", "")
+    return f"{mark}{x:.2f}" + (f" ± {spread:.2f}" if spread else "")
+
+
+# -- the benchmark ---------------------------------------------------------------------------------------
+def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime: str = "both",
+                 names: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or reuse) every run of the envelope benchmark in ``out``; write results.json and the figures,
+    print the tables; returns the results dict."""
+    from growkit.data import load_tokenizer, prepare_data
+    from growkit.train.hardware import machine
+
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    if regime not in (*REGIMES, "both"):
+        raise GrowkitError(f"unknown regime {regime!r}: choose compute-optimal, over-trained or both")
+    names = list(names) if names else list(p.schedules)
+    unknown = [n for n in names if n not in SCHEDULES]
+    if unknown:
+        raise GrowkitError(f"unknown schedule(s) {', '.join(unknown)}: choose from {', '.join(SCHEDULES)}")
+    regimes = REGIMES if regime == "both" else (regime,)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = load_tokenizer("byte")
+    train_tokens = prepare_data(tok, None, None, 0.05).n_tokens("train")
+    bench = Bench(p, out, tok.vocab_size, train_tokens, log)
+    sizes = [size_of(shape(L, d), p.seq_len, tok.vocab_size) for L, d in p.ladder]
+    started = time.perf_counter()
+    threads = preset_threads(p.threads)
+    probe = run_dict(bench.base, Schedule("probe", "", sizes[0].shape.model("llama")), 1.0, str(out / "probe"),
+                     max_flops=p.flops)
+    log(f"growkit bench envelope: preset {p.name!r}, C = {p.flops:.3g} FLOPs, llama byte-level ladder "
+        f"{', '.join(f'{label(s.shape)} ({s.params:,})' for s in sizes)}; corpus train split {train_tokens:,} "
+        f"tokens (≤ {p.max_epochs:g} epochs a run); {threads} thread(s), {resolved_now(probe, threads).summary()}")
+
+    # 1-2: LR sweep and the iso-FLOP grid
+    log("LR sweep (each size at its smallest level):")
+    tuned: dict[str, float] = {}
+    sweeps: dict[str, Any] = {}
+    levels = {label(s.shape): feasible_levels(p, s, train_tokens) for s in sizes}
+    for s in sizes:
+        lv = levels[label(s.shape)]
+        if not lv:
+            log(f"  {label(s.shape)}: no feasible level (over {p.max_epochs:g} epochs or under {p.min_steps} steps)")
+            continue
+        best, tried = sweep_lr(bench, s, lv[0])
+        tuned[label(s.shape)] = best
+        sweeps[label(s.shape)] = {"level": lv[0], "tried": tried, "best": best}
+    usable = [s for s in sizes if label(s.shape) in tuned]
+    by_width = lr_by_width([(s.shape.d_model, tuned[label(s.shape)]) for s in usable])
+    if len(usable) < 2:
+        raise GrowkitError("fewer than 2 ladder sizes can run at this budget: raise flops or max_epochs")
+    log("iso-FLOP grid:")
+    grid: dict[str, dict[float, RunResult]] = {}
+    for s in usable:
+        grid[label(s.shape)] = {lv: bench.scratch(s, lv, tuned[label(s.shape)]) for lv in levels[label(s.shape)]}
+
+    # 3: the L(N, D) fit and the compute-optimal size it predicts
+    fit_runs = [(float(s.params), float(r.tokens), r.end.loss) for s in usable for r in grid[label(s.shape)].values()]
+    fit: Fit | None = fit_loss_law(fit_runs) if len(fit_runs) >= 5 else None
+    fpt = flops_per_token_curve([(s.params, s.flops_per_token) for s in sizes])
+    optimum = compute_optimal(fit.law, p.flops, fpt) if fit else None
+    n_opt = (lambda c: compute_optimal(fit.law, c, fpt).params) if fit else None
+
+    # 4: targets
+    at_c = {label(s.shape): s for s in usable if 1.0 in grid[label(s.shape)]}
+    if not at_c:
+        raise GrowkitError("no ladder size runs at the full budget C: raise max_epochs or add larger sizes")
+    ranked = sorted(at_c, key=lambda k: grid[k][1.0].end.loss)
+    log("seeds of the best and runner-up sizes at C:")
+    target_runs = {k: [bench.scratch(at_c[k], 1.0, tuned[k], seed) for seed in range(p.seeds)]
+                   for k in ranked[:2]}
+    ranked[:2] = sorted(ranked[:2], key=lambda k: _mean_point(target_runs[k]).loss)
+    co_target = at_c[ranked[0]]
+    regimes_out: dict[str, Any] = {}
+    all_scratch = [r for r in bench.results.values() if r.schedule == "scratch"]
+    envelope = lower_hull([r.end for r in all_scratch])
+
+    def envelope_baseline(loss: float) -> Match:
+        return envelope_cost([r.end for r in all_scratch], loss)
+
+    targets: dict[str, tuple[Size, Callable[[float], Match], list[RunResult]]] = {}
+    if "compute-optimal" in regimes:
+        targets["compute-optimal"] = (co_target, envelope_baseline, target_runs[ranked[0]])
+    r_star = optimum.tokens_per_param if optimum else None
+    if "over-trained" in regimes:
+        need = p.overtrain_factor * (r_star or 0.0)
+        ok = [k for k in at_c if grid[k][1.0].tokens / at_c[k].params >= need]
+        ot_key = max(ok, key=lambda k: at_c[k].params) if ok else min(at_c, key=lambda k: at_c[k].params)
+        ot = at_c[ot_key]
+        runs = target_runs.get(ot_key) or [bench.scratch(ot, 1.0, tuned[ot_key], seed)
+                                           for seed in range(p.seeds)]
+
+        def own_frontier(loss: float, key: str = ot_key) -> Match:
+            return frontier_cost([r.end for r in grid[key].values()], loss)
+
+        targets["over-trained"] = (ot, own_frontier, runs)
+        ot_check = {"required_tokens_per_param": need, "met": bool(ok),
+                    "note": None if ok else f"no ladder size reaches {need:.0f} tokens/param at C: the smallest "
+                                            f"one is used; add a smaller size or raise C"}
+
+    # 5-6: schedules and speedups
+    for reg, (target, baseline, truns) in targets.items():
+        tpoint = _mean_point(truns)
+        log(f"{reg}: target {label(target.shape)} ({target.params:,} params), loss {tpoint.loss:.4f} "
+            f"± {_spread([r.end.loss for r in truns]):.4f} at C ({truns[0].tokens / target.params:.0f} tokens/param)")
+        results: dict[str, ScheduleResult] = {}
+        for name in names:
+            if name == "follow" and (reg != "compute-optimal" or n_opt is None):
+                continue
+            sr = _run_schedule(bench, name, reg, target, usable, by_width, n_opt, tpoint.loss, seed=0)
+            if sr is not None:
+                sr.speedups[0] = speedup_of(sr.runs[0], baseline, tpoint.loss)
+                results[name] = sr
+        reached = [n for n in results if results[n].speedups[0]["flops"] is not None]
+        best = max(reached, key=lambda n: results[n].speedups[0]["flops"]) if reached else None
+        if best is not None:
+            for seed in range(1, p.seeds):
+                more = _run_schedule(bench, best, reg, target, usable, by_width, n_opt, tpoint.loss, seed=seed)
+                assert more is not None
+                results[best].runs[seed] = more.runs[seed]
+                results[best].speedups[seed] = speedup_of(more.runs[seed], baseline, tpoint.loss)
+        regimes_out[reg] = {"target": {"shape": label(target.shape), "params": target.params,
+                                       "loss": tpoint.loss, "loss_spread": _spread([r.end.loss for r in truns]),
+                                       "flops": tpoint.flops, "time_s": tpoint.time_s,
+                                       "tokens_per_param": truns[0].tokens / target.params,
+                                       "seeds": [r.end.loss for r in truns]},
+                            "baseline": "envelope (lower hull of every from-scratch run)" if reg == REGIMES[0]
+                            else f"{label(target.shape)}'s own frontier",
+                            "baseline_cost": asdict(baseline(tpoint.loss)),
+                            "schedules": results, "best": best}
+        if reg == REGIMES[1]:
+            regimes_out[reg]["over_training"] = ot_check
+
+    data = _results(bench, p, sizes, usable, tuned, sweeps, grid, levels, ranked, target_runs, envelope, fit,
+                    optimum, regimes_out, machine(), time.perf_counter() - started)
+    data["plots"] = [str(x) for x in plot(data, out)]
+    import json
+
+    (out / RESULTS_FILE).write_text(json.dumps(data, indent=1))
+    log("")
+    log(format_tables(data))
+    log("")
+    for x in data["plots"]:
+        log(f"plot: {x}")
+    log(f"results: {out / RESULTS_FILE}")
+    for line in last_lines(data):
+        log(line)
+    return data
+
+
+def _run_schedule(bench: Bench, name: str, reg: str, target: Size, sizes: Sequence[Size], tuned: dict[int, float],
+                  n_opt: Callable[[float], float] | None, target_loss: float, seed: int) -> ScheduleResult | None:
+    """Run schedule ``name`` into ``target`` at its budgets (adding the extra one when its smallest budget
+    already reaches ``target_loss``)."""
+    p = bench.preset
+    tag = "co" if reg == REGIMES[0] else "ot"
+    budgets = sorted(p.schedule_budgets)
+
+    def build(budget: float) -> Schedule:
+        if name == "follow":
+            assert n_opt is not None
+            return follow_schedule(bench, sizes, target, n_opt, budget)
+        found = {s.name: s for s in seed_schedules(target.shape, half(target.shape), p.ramp_steps, p.seq_len,
+                                                   "llama")}
+        return found[name]
+
+    def one(budget: float) -> RunResult:
+        s, pre = with_lr_scales(build(budget), tuned, bench.base)
+        return bench.run(f"{name}-{tag}{label(target.shape).replace('L×', 'x')}-c{round(budget * 1000):04d}",
+                         s, budget, pre, seed)
+
+    if name != "follow" and half(target.shape) == target.shape:
+        bench.log(f"  {name}: skipped — the target {label(target.shape)} is the smallest shape growth starts from")
+        return None
+    try:
+        runs = [one(b) for b in budgets]
+    except GrowkitError as e:
+        bench.log(f"  {name}: skipped — {e}")
+        return None
+    if runs[0].end.loss <= target_loss and p.extra_budget < budgets[0]:
+        runs.insert(0, one(p.extra_budget))
+    title = build(budgets[-1]).title
+    return ScheduleResult(name, title, {seed: runs})
+
+
+def _results(bench: Bench, p: EnvelopePreset, sizes: list[Size], usable: list[Size], tuned: dict[str, float],
+             sweeps: dict[str, Any], grid: dict[str, dict[float, RunResult]], levels: dict[str, list[float]],
+             ranked: list[str], target_runs: dict[str, list[RunResult]], envelope: list[Point], fit: Fit | None,
+             optimum: Any, regimes: dict[str, Any], hardware: dict[str, Any], wall: float) -> dict[str, Any]:
+    def run_row(r: RunResult) -> dict[str, Any]:
+        return {"name": r.name, "schedule": r.schedule, "budget": r.extra["budget"], "final_val_loss": r.end.loss,
+                "flops": r.end.flops, "train_time_s": r.end.time_s, "tokens": r.tokens, "params": r.params,
+                "epochs": r.extra["epochs"], "lr": r.extra["lr"], "seed": r.extra["seed"],
+                "max_loss_jump": r.max_loss_jump, "reused": r.reused, "cpu_share": r.extra.get("cpu_share"),
+                "final_model": r.extra.get("final_model"), "curve": [asdict(pt) for pt in r.curve]}
+
+    reg_out = {}
+    for reg, d in regimes.items():
+        reg_out[reg] = {**{k: v for k, v in d.items() if k != "schedules"},
+                        "schedules": {n: {"title": sr.title, "headline": sr.headline(),
+                                          "per_seed": {str(k): v for k, v in sr.speedups.items()},
+                                          "runs": {str(k): [r.name for r in v] for k, v in sr.runs.items()}}
+                                      for n, sr in d["schedules"].items()}}
+    best_co = reg_out.get(REGIMES[0], {}).get("best")
+    best_ot = reg_out.get(REGIMES[1], {}).get("best")
+    return {
+        "benchmark": "growkit bench envelope",
+        "preset": asdict(p),
+        "ladder": [{"shape": label(s.shape), "n_layers": s.shape.n_layers, "d_model": s.shape.d_model,
+                    "n_heads": s.shape.n_heads, "d_ff": s.shape.d_ff, "params_non_embedding": s.params,
+                    "flops_per_token": s.flops_per_token, "levels": levels[label(s.shape)],
+                    "lr": tuned.get(label(s.shape))} for s in sizes],
+        "lr_sweeps": sweeps,
+        "lr_rule": f"sweep ½×, 1×, 2× of {p.lr_ref:g}·(64/d_model)^½ at each size's smallest level, extended "
+                   f"≤{p.max_extend}× past a winning edge; the winner serves every level of that size",
+        "grid": {k: {f"{lv:g}": v.name + f"-s{v.extra['seed']}" for lv, v in g.items()} for k, g in grid.items()},
+        "compute_optimal_ranking_at_C": [{"shape": k, "losses": [r.end.loss for r in target_runs.get(k, [])]
+                                          or [grid[k][1.0].end.loss]} for k in ranked],
+        "envelope": [asdict(pt) for pt in envelope],
+        "fit": fit.to_dict() if fit else None,
+        "fitted_optimum_at_C": None if optimum is None else {
+            "params": optimum.params, "tokens": optimum.tokens, "tokens_per_param": optimum.tokens_per_param,
+            "loss": optimum.loss},
+        "regimes": reg_out,
+        "summary": {
+            "envelope_speedup_flops": _headline_of(reg_out, REGIMES[0], best_co, "flops"),
+            "envelope_speedup_wallclock": _headline_of(reg_out, REGIMES[0], best_co, "wallclock"),
+            "overtrained_speedup_flops": _headline_of(reg_out, REGIMES[1], best_ot, "flops"),
+            "overtrained_speedup_wallclock": _headline_of(reg_out, REGIMES[1], best_ot, "wallclock"),
+            "best_compute_optimal": best_co, "best_over_trained": best_ot,
+        },
+        "runs": [run_row(r) for r in bench.results.values()],
+        "reused_runs": bench.reused,
+        "benchmark_wall_s": wall,
+        "hardware": hardware,
+    }
+
+
+def _headline_of(reg_out: dict[str, Any], reg: str, best: str | None, key: str) -> dict[str, Any] | None:
+    if reg not in reg_out:
+        return None
+    if best is None:
+        return {"value": None, "spread": None, "bound": "not reached", "schedule": None}
+    h = reg_out[reg]["schedules"][best]["headline"]
+    return {"value": h[key], "spread": h.get(f"{key}_spread"), "bound": h["bound"], "schedule": best,
+            "seeds": h["seeds"]}
+
+
+# -- reporting -------------------------------------------------------------------------------------------
+def format_tables(data: dict[str, Any]) -> str:
+    """The ladder, the fit and, per regime, the speedup of every schedule, as Markdown."""
+    rows = ["| size | non-emb params | FLOPs/token | tuned LR | levels run (× C) |", "|---|---|---|---|---|"]
+    for s in data["ladder"]:
+        lr = "—" if s["lr"] is None else f"{s['lr']:.2e}"
+        rows.append(f"| {s['shape']} | {s['params_non_embedding']:,} | {s['flops_per_token']:.3g} | {lr} | "
+                    f"{', '.join(f'{x:g}' for x in s['levels']) or '—'} |")
+    fit = data.get("fit")
+    if fit:
+        law = fit["law"]
+        opt = data["fitted_optimum_at_C"]
+        rows += ["", f"L(N, D) = {law['E']:.3f} + {law['A']:.3g}/N^{law['alpha']:.3f} + "
+                     f"{law['B']:.3g}/D^{law['beta']:.3f}"
+                     f" — rms residual {fit['rms_relative_residual']:.2%}, max {fit['max_abs_relative_residual']:.2%};"
+                     f" at C: N* = {opt['params']:,.0f}, D* = {opt['tokens']:,.0f} ({opt['tokens_per_param']:.0f} "
+                     f"tokens/param)"]
+    for reg, d in data["regimes"].items():
+        t = d["target"]
+        rows += ["", f"**{reg}** — target {t['shape']} ({t['params']:,} params, {t['tokens_per_param']:.0f} "
+                     f"tokens/param), loss {t['loss']:.4f} ± {t['loss_spread']:.4f} at C; baseline: {d['baseline']}",
+                 "| schedule | seeds | speedup FLOPs | speedup wall-clock | FLOPs to target loss |",
+                 "|---|---|---|---|---|"]
+        for name, sr in d["schedules"].items():
+            h = sr["headline"]
+            own = sr["per_seed"]["0"]
+            rows.append(f"| {name} | {h['seeds']} | {_fmt(h['flops'], h['bound'], h.get('flops_spread'))} | "
+                        f"{_fmt(h['wallclock'], h['bound'], h.get('wallclock_spread'))} | "
+                        f"{('≥' if own['bound'] == 'not reached' else '')}{own['own_flops']:.3g} |")
+    return "\n".join(rows)
+
+
+def last_lines(data: dict[str, Any]) -> list[str]:
+    """The benchmark's last three lines (``nan`` for a figure that could not be measured)."""
+    s = data["summary"]
+
+    def v(h: dict[str, Any] | None) -> str:
+        if h is None or h["value"] is None:
+            return "nan"
+        mark = {"lower": "≥", "upper": "≤"}.get(h["bound"] or "", "")
+        return f"{mark}{h['value']:.3f}"
+
+    return [f"envelope_speedup_flops: {v(s['envelope_speedup_flops'])}",
+            f"envelope_speedup_wallclock: {v(s['envelope_speedup_wallclock'])}",
+            f"overtrained_speedup_flops: {v(s['overtrained_speedup_flops'])}"]
+
+
+def plot(data: dict[str, Any], out: Path) -> list[Path]:
+    """The envelope with each regime's schedule curves over it, speedups with their spread, the fit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {r["name"] + f"-s{r['seed']}": r for r in data["runs"]}
+    by_name = {r["name"]: r for r in data["runs"]}
+    written = []
+    env = data["envelope"]
+    for reg, filename in zip(REGIMES, PLOT_FILES[:2], strict=True):
+        if reg not in data["regimes"]:
+            continue
+        d = data["regimes"][reg]
+        fig, ax = plt.subplots(figsize=(8, 5.2))
+        for r in data["runs"]:
+            if r["schedule"] == "scratch":
+                ax.plot(r["flops"], r["final_val_loss"], ".", color="0.6", ms=5)
+        ax.plot([p["flops"] for p in env], [p["loss"] for p in env], "-", color="black", lw=2,
+                label="envelope: best from-scratch size at each compute")
+        for i, (name, sr) in enumerate(d["schedules"].items()):
+            color = plt.get_cmap("tab10")(i % 10)
+            for rname in sr["runs"]["0"]:
+                r = by_name.get(rname) or runs.get(rname)
+                if r is None:
+                    continue
+                pts = [p for p in r["curve"] if p["flops"] > 0]
+                ax.plot([p["flops"] for p in pts], [p["loss"] for p in pts], "-", color=color, alpha=0.6, lw=1,
+                        label=name if rname == sr["runs"]["0"][-1] else None)
+                ax.plot(r["flops"], r["final_val_loss"], "o", color=color, ms=4)
+        ax.axhline(d["target"]["loss"], color="gray", ls=":", lw=1, label=f"target {d['target']['shape']} at C")
+        ax.set_xscale("log")
+        ax.set_xlabel("training FLOPs")
+        ax.set_ylabel("validation loss (nats/byte)")
+        lo = min(p["loss"] for p in env)
+        ax.set_ylim(lo - 0.1, lo + 1.2)
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+        ax.set_title(f"growkit bench envelope ({reg}): final points of fully decayed runs and eval curves", fontsize=9)
+        fig.tight_layout()
+        path = out / filename
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    labels, xs = [], 0
+    for j, (reg, d) in enumerate(data["regimes"].items()):
+        for name, sr in d["schedules"].items():
+            h = sr["headline"]
+            if h["flops"] is not None:
+                ax.bar(xs, h["flops"], yerr=h.get("flops_spread") or 0, color=plt.get_cmap("tab10")(j), capsize=3,
+                       hatch="//" if h["bound"] else None)
+            labels.append(f"{name}\n{'CO' if reg == REGIMES[0] else 'OT'}")
+            xs += 1
+    ax.axhline(1.0, color="black", lw=1)
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylabel("FLOP speedup to the target loss")
+    ax.set_title("speedup against the envelope (CO) and the target's own frontier (OT); hatched: a bound", fontsize=9)
+    fig.tight_layout()
+    path = out / PLOT_FILES[2]
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+    if data["fit"]:
+        from growkit.bench.scaling import LossLaw
+
+        law = LossLaw(**data["fit"]["law"])
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, n in enumerate(sorted({r["N"] for r in data["fit"]["runs"]})):
+            pts = sorted((r["D"], r["loss"]) for r in data["fit"]["runs"] if r["N"] == n)
+            color = plt.get_cmap("viridis")(i / max(1, len(data["ladder"]) - 1))
+            ax.plot([d for d, _ in pts], [v for _, v in pts], "o", color=color, label=f"N = {n:,.0f}")
+            ds = [pts[0][0] * (pts[-1][0] / pts[0][0]) ** (k / 30) for k in range(31)]
+            ax.plot(ds, [law.predict(n, d) for d in ds], "-", color=color, lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens D")
+        ax.set_ylabel("validation loss")
+        ax.legend(fontsize=7)
+        ax.set_title("L(N, D) fit (lines) against the ladder's runs (points)", fontsize=9)
+        fig.tight_layout()
+        path = out / PLOT_FILES[3]
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
