@@ -87,10 +87,14 @@ class EnvelopePreset:
     threads: int | None = None
 
 
-#: The full benchmark: 5 sizes from 2L×32 to 6L×128 (25k → 1.19M non-embedding parameters, 47×).
-FULL = EnvelopePreset(name="full", ladder=((2, 32), (3, 48), (4, 64), (5, 96), (6, 128)), flops=4e12)
+#: The full benchmark: 5 sizes from 2L×16 to 4L×64 (6.7k → 201k non-embedding parameters, 30×) at C = 2e12,
+#: one thread per run (tiny models gain little from a second thread, and runs stay comparable when another
+#: job holds the other core). Sized from the quick preset's measured rates (1 thread, float32, AMD EPYC:
+#: ≈ 8 GFLOP/s at 1L×16, 20 at 2L×32, 24 at 3L×48) to ≈ 40 C of runs in about 100 minutes.
+FULL = EnvelopePreset(name="full", ladder=((2, 16), (2, 32), (3, 32), (3, 48), (4, 64)), flops=2e12,
+                      batch_size=16, threads=1)
 #: ``--quick``: the same pipeline on 4 tiny sizes and a small budget (< 10 minutes).
-QUICK = EnvelopePreset(name="quick", ladder=((1, 16), (2, 16), (2, 32), (3, 48)), flops=1.2e11, seq_len=64,
+QUICK = EnvelopePreset(name="quick", ladder=((2, 16), (2, 32), (3, 48)), flops=1.2e11, seq_len=64,
                        batch_size=16, warmup_steps=5, ramp_steps=5, eval_batches=4, evals_per_run=2, min_steps=12,
                        max_extend=1, schedules=("follow", "msg", "late", "stack"), threads=1)
 #: For tests: a few seconds per run.
@@ -263,6 +267,19 @@ def _spread(values: Sequence[float]) -> float:
     return (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
 
 
+def without_noops(s: Schedule) -> Schedule:
+    """``s`` without the stages that would grow nothing (a seed schedule's FFN or heads stage when the
+    target is too small for it to differ from the start model); the schedule is otherwise unchanged."""
+    current = dict(s.model)
+    kept = []
+    for stage in s.growth:
+        grow = stage.get("grow", {})
+        if any(current.get(k, v) != v for k, v in grow.items()) or "seq_len" in stage:
+            kept.append(stage)
+        current.update(grow)
+    return replace(s, growth=kept)
+
+
 def follow_schedule(bench: Bench, sizes: Sequence[Size], target: Size, law_opt: Callable[[float], float],
                     budget: float) -> Schedule:
     """``follow`` at ``budget`` × C: start at the smallest size, grow (masked, ramped) to the next ladder size
@@ -318,9 +335,9 @@ def speedup_of(runs: Sequence[RunResult], baseline: Callable[[float], Match], lo
     s = ratio(baseline(loss), own)
     if s is None:
         return {"flops": None, "wallclock": None, "bound": "not reached" if own.bound == "above" else "unknown",
-                "own_flops": own.flops, "own_time_s": own.time_s}
+                "own_flops": own.flops, "own_time_s": own.time_s, "own_bound": own.bound}
     return {"flops": s.flops, "wallclock": s.wallclock, "bound": s.bound, "own_flops": own.flops,
-            "own_time_s": own.time_s}
+            "own_time_s": own.time_s, "own_bound": own.bound}
 
 
 def _fmt(x: float | None, bound: str | None = None, spread: float | None = None) -> str:
@@ -490,7 +507,7 @@ def _run_schedule(bench: Bench, name: str, reg: str, target: Size, sizes: Sequen
             return follow_schedule(bench, sizes, target, n_opt, budget)
         found = {s.name: s for s in seed_schedules(target.shape, half(target.shape), p.ramp_steps, p.seq_len,
                                                    "llama")}
-        return found[name]
+        return without_noops(found[name])
 
     def one(budget: float) -> RunResult:
         s, pre = with_lr_scales(build(budget), tuned, bench.base)
@@ -602,7 +619,7 @@ def format_tables(data: dict[str, Any]) -> str:
             own = sr["per_seed"]["0"]
             rows.append(f"| {name} | {h['seeds']} | {_fmt(h['flops'], h['bound'], h.get('flops_spread'))} | "
                         f"{_fmt(h['wallclock'], h['bound'], h.get('wallclock_spread'))} | "
-                        f"{('≥' if own['bound'] == 'not reached' else '')}{own['own_flops']:.3g} |")
+                        f"{({'above': '≥', 'below': '≤'}.get(own['own_bound'] or '', ''))}{own['own_flops']:.3g} |")
     return "\n".join(rows)
 
 
