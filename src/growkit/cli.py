@@ -137,7 +137,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         names = [n.strip() for n in args.schedules.split(",") if n.strip()] if args.schedules else None
         run_envelope(args.out or ("runs/bench-envelope-quick" if args.quick else "runs/bench-envelope"),
-                     "quick" if args.quick else "full", args.regime, names)
+                     "quick" if args.quick else "full", args.regime, names, remeasure=args.remeasure)
         return 0
 
     names = [n.strip() for n in args.schedules.split(",") if n.strip()] if args.schedules else None
@@ -203,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder of the runs and results (default runs/bench-envelope[-quick]); finished "
                                  "runs in it are reused")
     p.add_argument("--schedules", metavar="A,B,...", help="growth schedules (follow, msg, late, zero, compound, "
-                   "stack, split, copy; default: the preset's selection)")
+                   "stack, split, copy, and the variants late50, stack10, stack-wsd, follow-wsd, target-wsd; "
+                   "default: the preset's selection)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="run again the finished runs whose cores were shared with other processes (keeps the faster)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

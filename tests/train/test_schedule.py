@@ -1,4 +1,4 @@
-"""LR schedule: warmup, then cosine / linear / constant over the run's progress."""
+"""LR schedule: warmup, then cosine / linear / constant / wsd over the run's progress."""
 
 from __future__ import annotations
 
@@ -32,3 +32,18 @@ def test_progress_is_the_largest_fraction_of_the_budgets_set() -> None:
     cfg = TrainConfig(max_steps=100, max_tokens=1000, max_flops=None)
     assert progress(cfg, step=10, tokens=500, flops=1e30) == 0.5
     assert progress(TrainConfig(max_flops=1e6), step=10**9, tokens=0, flops=2.5e5) == 0.25
+
+
+def test_wsd_is_stable_then_linear_to_min_lr_over_the_decay_fraction() -> None:
+    cfg = TrainConfig(max_steps=100, lr=1e-3, warmup_steps=0, decay="wsd", decay_fraction=0.2)
+    assert [learning_rate(cfg, s, s / 100) for s in (0, 50, 80, 90, 100)] == pytest.approx(
+        [1e-3, 1e-3, 1e-3, 5.5e-4, 1e-4])
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_wsd_decay_fraction_out_of_range_is_refused(fraction: float) -> None:
+    from growkit.errors import GrowkitError
+    from growkit.train import RunConfig
+
+    with pytest.raises(GrowkitError, match=r"train.decay_fraction must be in \(0, 1\]"):
+        RunConfig.from_dict({"train": {"decay": "wsd", "decay_fraction": fraction, "max_steps": 10}})

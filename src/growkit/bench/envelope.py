@@ -54,7 +54,19 @@ from growkit.errors import GrowkitError
 RESULTS_FILE = "results.json"
 PLOT_FILES = ("envelope.png", "envelope_overtrained.png", "speedups.png", "loss_law.png")
 REGIMES = ("compute-optimal", "over-trained")
-SCHEDULES = ("follow", "msg", "late", "zero", "compound", "stack", "split", "copy")
+SEED_SCHEDULES = ("follow", "msg", "late", "zero", "compound", "stack", "split", "copy")
+#: Variants tried on top of the seed schedules: ``name: (base schedule, growth time or None, [train] overrides)``.
+#: ``wsd`` is warmup-stable-decay (constant LR, linear decay over the last 20 %): growth in the stable phase.
+VARIANTS: dict[str, tuple[str, float | None, dict[str, Any]]] = {
+    "late50": ("late", 0.5, {}),
+    "stack10": ("stack", 0.1, {}),
+    "stack-wsd": ("stack", None, {"decay": "wsd"}),
+    "follow-wsd": ("follow", None, {"decay": "wsd"}),
+    "target-wsd": ("target", None, {"decay": "wsd"}),
+}
+#: Not growth: the target from scratch under another LR shape, so a variant's gain can be told from the LR's.
+CONTROLS = ("target-wsd",)
+SCHEDULES = SEED_SCHEDULES + tuple(VARIANTS)
 HEAD_WIDTH = 16
 
 
@@ -101,7 +113,7 @@ QUICK = EnvelopePreset(name="quick", ladder=((2, 16), (2, 32), (3, 48)), flops=1
 MICRO = EnvelopePreset(name="micro", ladder=((1, 16), (2, 32)), flops=3e9, levels=(0.5, 1.0),
                        schedule_budgets=(0.5, 1.0), extra_budget=0.25, seq_len=32, batch_size=8, warmup_steps=2,
                        ramp_steps=2, eval_batches=2, evals_per_run=1, min_steps=6, max_extend=1, seeds=2,
-                       overtrain_factor=0.0, schedules=("follow", "late"), threads=1)
+                       overtrain_factor=0.0, schedules=("follow", "late", "target-wsd"), threads=1)
 PRESETS = {p.name: p for p in (FULL, QUICK, MICRO)}
 
 
@@ -195,6 +207,8 @@ class Bench:
     log: Callable[[str], None] = print
     results: dict[str, RunResult] = field(default_factory=dict)
     reused: int = 0
+    remeasure: bool = False
+    """Run again the finished runs whose cores were shared (`growkit.bench.speedup.execute`)."""
 
     @property
     def base(self) -> Preset:
@@ -213,7 +227,7 @@ class Bench:
         cfg["run"]["eval_every"] = max(1, math.ceil(plan.steps / self.preset.evals_per_run))
         spec = RunSpec(key, schedule.name, budget, cfg, plan, preset_threads(self.preset.threads))
         t0 = time.perf_counter()
-        reused = execute(spec)
+        reused = execute(spec, remeasure=self.remeasure)
         r = read_result(spec, reused)
         r.extra.update(lr=pre.lr, seed=seed, epochs=r.tokens / self.train_tokens, budget=budget)
         self.results[key] = r
@@ -349,9 +363,11 @@ def _fmt(x: float | None, bound: str | None = None, spread: float | None = None)
 
 # -- the benchmark ---------------------------------------------------------------------------------------
 def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime: str = "both",
-                 names: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                 names: Sequence[str] | None = None, log: Callable[[str], None] = print,
+                 remeasure: bool = False) -> dict[str, Any]:
     """Run (or reuse) every run of the envelope benchmark in ``out``; write results.json and the figures,
-    print the tables; returns the results dict."""
+    print the tables; returns the results dict. ``remeasure``: run again the finished runs whose cores were
+    shared with other processes, keeping the faster timing (losses are bit-identical)."""
     from growkit.data import load_tokenizer, prepare_data
     from growkit.train.hardware import machine
 
@@ -367,7 +383,7 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
     out.mkdir(parents=True, exist_ok=True)
     tok = load_tokenizer("byte")
     train_tokens = prepare_data(tok, None, None, 0.05).n_tokens("train")
-    bench = Bench(p, out, tok.vocab_size, train_tokens, log)
+    bench = Bench(p, out, tok.vocab_size, train_tokens, log, remeasure=remeasure)
     sizes = [size_of(shape(L, d), p.seq_len, tok.vocab_size) for L, d in p.ladder]
     started = time.perf_counter()
     threads = preset_threads(p.threads)
@@ -450,17 +466,19 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
             f"± {_spread([r.end.loss for r in truns]):.4f} at C ({truns[0].tokens / target.params:.0f} tokens/param)")
         results: dict[str, ScheduleResult] = {}
         for name in names:
-            if name == "follow" and (reg != "compute-optimal" or n_opt is None):
+            if name.startswith("follow") and (reg != "compute-optimal" or n_opt is None):
                 continue
-            sr = _run_schedule(bench, name, reg, target, usable, by_width, n_opt, tpoint.loss, seed=0)
+            sr = _run_schedule(bench, name, reg, target, usable, by_width, n_opt, tpoint.loss, seed=0,
+                               target_lr=tuned[label(target.shape)])
             if sr is not None:
                 sr.speedups[0] = speedup_of(sr.runs[0], baseline, tpoint.loss)
                 results[name] = sr
-        reached = [n for n in results if results[n].speedups[0]["flops"] is not None]
+        reached = [n for n in results if results[n].speedups[0]["flops"] is not None and n not in CONTROLS]
         best = max(reached, key=lambda n: results[n].speedups[0]["flops"]) if reached else None
         if best is not None:
             for seed in range(1, p.seeds):
-                more = _run_schedule(bench, best, reg, target, usable, by_width, n_opt, tpoint.loss, seed=seed)
+                more = _run_schedule(bench, best, reg, target, usable, by_width, n_opt, tpoint.loss, seed=seed,
+                                     target_lr=tuned[label(target.shape)])
                 assert more is not None
                 results[best].runs[seed] = more.runs[seed]
                 results[best].speedups[seed] = speedup_of(more.runs[seed], baseline, tpoint.loss)
@@ -494,14 +512,29 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
 
 
 def _run_schedule(bench: Bench, name: str, reg: str, target: Size, sizes: Sequence[Size], tuned: dict[int, float],
-                  n_opt: Callable[[float], float] | None, target_loss: float, seed: int) -> ScheduleResult | None:
+                  n_opt: Callable[[float], float] | None, target_loss: float, seed: int,
+                  target_lr: float) -> ScheduleResult | None:
     """Run schedule ``name`` into ``target`` at its budgets (adding the extra one when its smallest budget
-    already reaches ``target_loss``)."""
+    already reaches ``target_loss``). Growth runs get the tuned LR of each width (`with_lr_scales`); a
+    control (the target from scratch) gets the target's own tuned LR."""
     p = bench.preset
     tag = "co" if reg == REGIMES[0] else "ot"
     budgets = sorted(p.schedule_budgets)
 
     def build(budget: float) -> Schedule:
+        if name in VARIANTS:
+            base, at, train = VARIANTS[name]
+            if base == "target":
+                s = Schedule(name, "the target from scratch (a control, not growth)", target.shape.model("llama"))
+            else:
+                s = build_base(base, budget)
+                if at is not None:
+                    s = replace(s, growth=[{**s.growth[0], "at_fraction": at}, *s.growth[1:]])
+            changes = ([f"growth at {at:.0%}"] if at is not None else []) + [f"{k} = {v}" for k, v in train.items()]
+            return replace(s, name=name, train={**s.train, **train}, title=f"{s.title} — {', '.join(changes)}")
+        return build_base(name, budget)
+
+    def build_base(name: str, budget: float) -> Schedule:
         if name == "follow":
             assert n_opt is not None
             return follow_schedule(bench, sizes, target, n_opt, budget)
@@ -511,10 +544,12 @@ def _run_schedule(bench: Bench, name: str, reg: str, target: Size, sizes: Sequen
 
     def one(budget: float) -> RunResult:
         s, pre = with_lr_scales(build(budget), tuned, bench.base)
+        if name in CONTROLS:
+            pre = replace(pre, lr=target_lr)
         return bench.run(f"{name}-{tag}{label(target.shape).replace('L×', 'x')}-c{round(budget * 1000):04d}",
                          s, budget, pre, seed)
 
-    if name != "follow" and half(target.shape) == target.shape:
+    if not name.startswith(("follow", "target")) and half(target.shape) == target.shape:
         bench.log(f"  {name}: skipped — the target {label(target.shape)} is the smallest shape growth starts from")
         return None
     try:

@@ -66,7 +66,10 @@ class TrainConfig:
     """LR at the end of the decay; default lr / 10."""
     warmup_steps: int = 100
     decay: str = "cosine"
-    """``cosine``, ``linear`` or ``constant`` after warmup."""
+    """``cosine``, ``linear``, ``constant`` or ``wsd`` (warmup-stable-decay: constant, then linear to min_lr
+    over the last ``decay_fraction`` of the run) after warmup."""
+    decay_fraction: float = 0.2
+    """``wsd`` only: the share of the run (by progress) spent decaying."""
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -180,7 +183,10 @@ class RunConfig:
         if t.batch_size % self.micro_batch_size:
             raise GrowkitError(f"train.batch_size {t.batch_size} is not a multiple of train.micro_batch_size "
                                f"{self.micro_batch_size}: pick a micro batch that divides the batch")
-        _choice("train.decay", t.decay, ("cosine", "linear", "constant"))
+        _choice("train.decay", t.decay, ("cosine", "linear", "constant", "wsd"))
+        if not 0.0 < t.decay_fraction <= 1.0:
+            raise GrowkitError(f"train.decay_fraction must be in (0, 1] (the share of the run spent decaying), "
+                               f"got {t.decay_fraction}")
         _choice("train.dtype", t.dtype, ("auto", "float32", "bfloat16"))
         _choice("parallel.backend", self.parallel.backend, ("auto", "gloo", "nccl"))
         if not 0.0 < dt.val_fraction < 1.0:

@@ -1,4 +1,5 @@
-"""Learning-rate schedule: linear warmup, then cosine or linear decay to ``min_lr`` (or constant).
+"""Learning-rate schedule: linear warmup, then cosine or linear decay to ``min_lr``, constant, or
+warmup-stable-decay (``wsd``: constant, then linear to ``min_lr`` over the last ``decay_fraction``).
 
 The schedule is a pure function of the optimizer step and the run's *progress* — the largest of
 step / max_steps, tokens / max_tokens and FLOPs / max_flops over the budgets that are set — so it
@@ -31,6 +32,9 @@ def learning_rate(cfg: TrainConfig, step: int, frac: float) -> float:
         return cfg.lr
     if cfg.decay == "linear":
         return cfg.lr + (min_lr - cfg.lr) * t
+    if cfg.decay == "wsd":
+        start = 1.0 - cfg.decay_fraction
+        return cfg.lr if t <= start else cfg.lr + (min_lr - cfg.lr) * (t - start) / cfg.decay_fraction
     return min_lr + 0.5 * (cfg.lr - min_lr) * (1 + math.cos(math.pi * t))
 
 
