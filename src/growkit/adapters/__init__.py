@@ -31,7 +31,7 @@ from growkit.config import TransformerConfig
 from growkit.errors import GrowkitError
 from growkit.model import Transformer
 
-__all__ = ["CLASSES", "from_hf", "hf_class_for", "to_hf"]
+__all__ = ["CLASSES", "from_hf", "hf_class_for", "supported_class", "to_hf"]
 
 _FAMILIES: tuple[ModuleType, ...] = (hf_gpt2, hf_bert, hf_llama)
 #: HF class name → the family module that converts it.
@@ -39,8 +39,9 @@ CLASSES: dict[str, ModuleType] = {name: fam for fam in _FAMILIES for name in fam
 _ARCH = {"gpt2": hf_gpt2, "bert": hf_bert, "llama": hf_llama}
 
 
-def _class_name(hf_model: Any) -> str:
-    """The supported transformers class ``hf_model`` is (or derives from), or a clear error."""
+def supported_class(hf_model: Any) -> str:
+    """The name of the supported transformers class ``hf_model`` is (or derives from), or a clear error;
+    ``CLASSES[name]`` is its family module (``config_from_hf``, ``config_to_hf``, ``links``)."""
     for klass in type(hf_model).__mro__:
         if klass.__name__ in CLASSES and klass.__module__.startswith("transformers."):
             return klass.__name__
@@ -68,7 +69,7 @@ def from_hf(hf_model: Any) -> Transformer:
     train/eval mode. A ``BertModel`` has no MLM head: the growkit model gets a freshly initialised one
     (``seed=0``). Anything the adapter cannot represent exactly is a `GrowkitError` naming why.
     """
-    name = _class_name(hf_model)
+    name = supported_class(hf_model)
     family = CLASSES[name]
     cfg: TransformerConfig = family.config_from_hf(hf_model)
     hf_params = dict(hf_model.named_parameters(remove_duplicate=False))

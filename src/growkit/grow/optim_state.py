@@ -62,12 +62,17 @@ def carry_optimizer_state(
         state = _carried_state(old_optimizer, old, sources, tmap, p)
         if state:
             states[p] = state
-    cls = type(old_optimizer)
-    accepted = inspect.signature(cls.__init__).parameters
-    new_optimizer = cls(groups, **{k: v for k, v in old_optimizer.defaults.items() if k in accepted})
+    new_optimizer = same_kind(old_optimizer, groups)
     for p, state in states.items():
         new_optimizer.state[p] = state
     return new_optimizer
+
+
+def same_kind(optimizer: torch.optim.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
+    """A new optimizer of ``optimizer``'s class and defaults over ``groups`` (no state)."""
+    cls = type(optimizer)
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(groups, **{k: v for k, v in optimizer.defaults.items() if k in accepted})
 
 
 def _old_params_by_name(optimizer: torch.optim.Optimizer, record: GrowthRecord) -> dict[str, tuple[Tensor, int]]:

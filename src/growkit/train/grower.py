@@ -55,6 +55,7 @@ from growkit.errors import GrowkitError
 from growkit.grow import carry_optimizer_state, fold_masks, grow, ramp_masks
 from growkit.grow.shapes import meta_model
 from growkit.model import Transformer
+from growkit.record import GrowthRecord
 from growkit.sparse import SparsityController
 from growkit.sparse.masks import block_grid, sparse_targets
 from growkit.train.distributed import MakeOptimizer, Parallel
@@ -128,6 +129,8 @@ class Grower:
         self.state = GrowerState()
         self.events: list[dict[str, Any]] = []
         """The growth events of the last `step` call (empty when nothing grew)."""
+        self.records: list[GrowthRecord] = []
+        """The `GrowthRecord` of each growth of the last `grow_due` call (where every entry came from)."""
         self.new_entries: dict[str, torch.Tensor] = {}
         """Parameter name → bool mask of the entries in their new-entry LR warmup."""
         self.model = model
@@ -202,10 +205,20 @@ class Grower:
         self.advance(step)
         frac = self._progress(step, progress)
         events = []
+        self.records = []
         s = self.state
         while s.stages_done < len(self.stages) and self._due(s.stages_done, tokens, flops, frac):
             events.append(self._apply(self.stages[s.stages_done], frac))
         return events
+
+    def due(self, step: int, *, tokens: int | None = None, flops: float | None = None,
+            progress: float | None = None) -> bool:
+        """Whether the next stage is due at these counters (`grow_due` would grow); moves the ramp to
+        ``step`` first, as `grow_due` does."""
+        self.advance(step)
+        s = self.state
+        return s.stages_done < len(self.stages) and self._due(s.stages_done, tokens, flops,
+                                                              self._progress(step, progress))
 
     def lr(self, step: int, progress: float | None = None) -> float:
         """The LR of optimizer step ``step``: the ``lr`` schedule under the last policy, × lr_scale."""
@@ -253,6 +266,7 @@ class Grower:
             else (self.model, self.optimizer)
         assert whole is not None
         new, record = grow(whole[0], spec)
+        self.records.append(record)
         if not self._replaying:
             fault_point("mid_growth", s.step)
         optimizer = carry_optimizer_state(whole[1], new, record)
