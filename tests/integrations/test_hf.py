@@ -211,6 +211,34 @@ def test_callback_alone_binds_at_train_begin(tmp_path: Path) -> None:
     assert model.config.intermediate_size == 96 and model.model.layers[0].mlp.up_proj.weight.shape == (96, 32)
 
 
+def test_resume_after_a_growth_continues_the_schedule(tmp_path: Path) -> None:
+    """Checkpoint at step 15 (after a growth at 10), resume on the checkpoint's model: the growth at 17 still
+    happens and the losses of steps 16–20 equal the uninterrupted run's."""
+    growth = [{"at_step": AT, "grow": {"n_layers": 3, "d_ff": 96}, "method": "zero"},
+              {"at_step": 17, "grow": {"d_ff": 128}, "method": "zero"}]
+    run = args(tmp_path, save_strategy="steps", save_steps=15)
+
+    def losses(trainer: Any) -> dict[int, float]:
+        return {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+
+    whole = transformers.Trainer(model=tiny("llama"), args=run, train_dataset=Tokens(),
+                                 callbacks=[GrowthCallback(growth)])
+    whole.train()
+    checkpoint = tmp_path / "out" / "checkpoint-15"
+    model = transformers.LlamaForCausalLM.from_pretrained(str(checkpoint))
+    resumed = transformers.Trainer(model=model, args=run, train_dataset=Tokens())
+    cb = grow_trainer(resumed, growth, resume_from_checkpoint=checkpoint)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert [e["step"] for e in cb.events] == [17] and model.config.intermediate_size == 128
+    after = {s: v for s, v in losses(resumed).items() if s > 15}
+    assert sorted(after) == [16, 17, 18, 19, 20]
+    assert after == pytest.approx({s: losses(whole)[s] for s in after}, abs=1e-5)
+
+    wrong = transformers.Trainer(model=tiny("llama"), args=run, train_dataset=Tokens())
+    with pytest.raises(GrowkitError, match=r"set d_ff = 96, n_layers = 3, but the model has d_ff = 64, n_layers = 2"):
+        grow_trainer(wrong, growth, resume_from_checkpoint=checkpoint)
+
+
 @pytest.mark.parametrize(("stage", "match"), [
     ({"at_step": 5, "grow": {"d_ff": 96}, "method": "masked", "ramp_steps": 4}, "no growth masks"),
     ({"at_step": 5, "grow": {"d_ff": 96}, "method": "zero", "lr": "rewarm", "lr_warmup_steps": 2},

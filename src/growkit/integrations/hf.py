@@ -41,13 +41,20 @@ or its HF class cannot take (e.g. GPT-2 needs n_heads · d_head = d_model); a ma
 HF models have no growth masks; a masked stage with ramp_steps = 0 folds at once); an LR policy,
 ``lr_scale`` or ``new_lr_warmup_steps`` (the LR is the Trainer's scheduler's); ``at_flops`` (the Trainer
 counts FLOPs only when it logs); ``at_tokens`` without ``include_num_input_tokens_seen``; more than one
-process (DDP/FSDP/DeepSpeed own the parameters a growth replaces). Not supported: resuming a Trainer
-checkpoint saved after a growth into the initial model.
+process (DDP/FSDP/DeepSpeed own the parameters a growth replaces).
+
+Resuming: build the Trainer on the checkpoint's model (``from_pretrained(CHECKPOINT)``, the grown shapes;
+the Trainer's optimizer then has the groups the callback installed, in the same order, so its saved
+state loads) with the same schedule. The callback, bound when training begins (or by
+``grow_trainer(..., resume_from_checkpoint=CHECKPOINT)``), counts the stages due before the checkpoint's
+step as done, checks that the model has the sizes they set, and goes on with the rest.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,9 +62,11 @@ from torch import nn
 
 from growkit.adapters import CLASSES, from_hf, supported_class, to_hf
 from growkit.adapters._common import Link
+from growkit.config import TransformerConfig
 from growkit.errors import GrowkitError
 from growkit.grow.optim_state import same_kind
 from growkit.grow.shapes import meta_model
+from growkit.grow.spec import DIMENSIONS
 from growkit.model import Transformer
 from growkit.record import GrowthRecord
 from growkit.train.distributed import Parallel
@@ -102,31 +111,38 @@ class GrowthCallback(TrainerCallback):
         self.events: list[dict[str, Any]] = []
         self.records: list[GrowthRecord] = []
         self._class = ""
+        self._bound_at = 0
 
-    def bind(self, model: nn.Module, max_steps: int | None = None) -> Grower:
-        """Check the whole schedule against ``model``'s shapes (on the meta device: nothing is allocated)
-        and the HF class, before anything trains; `on_train_begin` calls it when `grow_trainer` has not."""
+    def bind(self, model: nn.Module, max_steps: int | None = None, step: int = 0) -> Grower:
+        """Check the schedule against ``model``'s shapes (on the meta device: nothing is allocated) and the HF
+        class, before anything trains; `on_train_begin` calls it when `grow_trainer` has not.
+
+        ``step > 0`` (a Trainer resumed at that step): the stages due before it were applied before the
+        checkpoint was saved (``model`` is the grown model), so the schedule starts after them; ``model``'s
+        sizes must be the ones they set."""
         name = supported_class(model)
         family = CLASSES[name]
-        placeholder = meta_model(family.config_from_hf(model))
-        grower = Grower(self.stages, placeholder, _no_optimizer(placeholder), total_steps=max_steps or None,
+        cfg = family.config_from_hf(model)
+        done = _done_before(self.stages, step, max_steps, cfg)
+        placeholder = meta_model(cfg)
+        grower = Grower(self.stages[done:], placeholder, _no_optimizer(placeholder), total_steps=max_steps or None,
                         parallel=Parallel())
-        for i, grown in enumerate(grower.plan[1:]):
+        for i, grown in enumerate(grower.plan[1:], start=done):
             try:
                 family.config_to_hf(grown, name, {})
             except GrowkitError as e:
                 raise GrowkitError(f"[[growth]] stage {i + 1} (grow = {self.stages[i].grow}) makes a model "
                                    f"{name} cannot hold: {e}") from None
-        self.grower, self._class = grower, name
+        self.grower, self._class, self._bound_at = grower, name, step
         return grower
 
     # -- Trainer events ----------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                        **kwargs: Any) -> None:
         _check_args(args, self.stages)
-        if self.grower is None:
+        if self.grower is None or self._bound_at != state.global_step:  # not bound yet, or resumed
             assert model is not None
-            self.bind(model)
+            self.bind(model, state.max_steps, state.global_step)
         self.grower.total_steps = state.max_steps or None  # type: ignore[union-attr]
 
     def on_step_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
@@ -178,12 +194,18 @@ class GrowthCallback(TrainerCallback):
             return float(self.probe(model))
 
 
-def grow_trainer(trainer: Any, growth: Schedule, *, probe: Probe | None = None) -> GrowthCallback:
+def grow_trainer(trainer: Any, growth: Schedule, *, probe: Probe | None = None,
+                 resume_from_checkpoint: str | Path | None = None) -> GrowthCallback:
     """Add a `GrowthCallback` to a built ``transformers.Trainer``, checking the schedule against its model
-    and arguments now (before ``trainer.train()``); returns the callback (its ``events``, ``records``)."""
+    and arguments now (before ``trainer.train()``); returns the callback (its ``events``, ``records``).
+
+    To resume, build the Trainer on the checkpoint's model (``from_pretrained(CHECKPOINT)``: the shapes it
+    grew to), pass the same ``growth`` and ``resume_from_checkpoint=CHECKPOINT``, then
+    ``trainer.train(resume_from_checkpoint=CHECKPOINT)``: the schedule goes on after the stages done."""
     callback = GrowthCallback(growth, probe=probe)
     _check_args(trainer.args, callback.stages)
-    callback.bind(trainer.model, trainer.args.max_steps if trainer.args.max_steps > 0 else None)
+    step = _checkpoint_step(Path(resume_from_checkpoint)) if resume_from_checkpoint is not None else 0
+    callback.bind(trainer.model, trainer.args.max_steps if trainer.args.max_steps > 0 else None, step)
     trainer.add_callback(callback)
     return callback
 
@@ -306,6 +328,36 @@ def _torch_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
 def _no_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     """A stand-in for the Grower between growths (the Trainer's optimizer is the real one)."""
     return torch.optim.SGD(model.parameters(), lr=0.0)
+
+
+# -- resuming ----------------------------------------------------------------------------------------
+def _done_before(stages: list[GrowthStage], step: int, max_steps: int | None, cfg: TransformerConfig) -> int:
+    """How many stages a run resumed at ``step`` has done: those due at the top of step ``step − 1`` (the
+    last one trained), checked against the model: each size a done stage sets must be ``cfg``'s."""
+    if step == 0:
+        return 0
+    done = 0
+    while done < len(stages) and stages[done].at_tokens is None and stages[done].due(
+            step - 1, 0, 0.0, (step - 1) / max_steps if max_steps else 0.0):
+        done += 1
+    sizes = {dim: v for stage in stages[:done] for dim in DIMENSIONS if (v := getattr(stage.spec(), dim)) is not None}
+    wrong = {dim: (v, getattr(cfg, dim)) for dim, v in sizes.items() if getattr(cfg, dim) != v}
+    if wrong:
+        raise GrowkitError(f"resumed at step {step}, the schedule has done {done} stage(s), which set "
+                           f"{', '.join(f'{d} = {v}' for d, (v, _) in wrong.items())}, but the model has "
+                           f"{', '.join(f'{d} = {m}' for d, (_, m) in wrong.items())}: build the Trainer on the "
+                           f"checkpoint's model (from_pretrained(CHECKPOINT)) with the schedule it was trained with")
+    return done
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    """The global step a Trainer checkpoint folder was saved at (its ``trainer_state.json``)."""
+    path = checkpoint / "trainer_state.json"
+    try:
+        return int(json.loads(path.read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise GrowkitError(f"{path} is not a readable Trainer state ({e}): pass a checkpoint folder the Trainer "
+                           f"wrote (output_dir/checkpoint-N)") from None
 
 
 # -- checks before step 0 ----------------------------------------------------------------------------
