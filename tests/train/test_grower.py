@@ -186,3 +186,20 @@ def test_planning_leaves_the_random_stream_and_weights_alone() -> None:
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert [c.d_ff for c in grower.plan] == [128, 160] and grower.plan[1].n_layers == 3
+
+
+def test_due_and_records_tell_what_grows() -> None:
+    """``due`` says whether ``grow_due`` would grow at these counters; ``records`` holds its GrowthRecords."""
+    model = Transformer(LLAMA, seed=0)
+    grower = Grower([{"at_step": 2, "grow": {"d_ff": 160}, "method": "zero"},
+                     {"at_fraction": 0.5, "grow": {"n_layers": 3}, "method": "zero"}],
+                    model, torch.optim.AdamW(model.parameters()), total_steps=10)
+    assert not grower.due(1) and grower.due(2) and grower.records == []
+    grower.grow_due(2)
+    (record,) = grower.records
+    assert record["blocks.0.mlp.up.weight"].index[0].tolist()[-1] == -1  # the new FFN rows are new entries
+    assert not grower.due(4) and grower.due(5)
+    assert len(grower.grow_due(5)) == 1 and len(grower.records) == 1  # records of the last call only
+    assert grower.records[0]["blocks.0.attn.q_proj.weight"].is_identity()
+    assert grower.records[0]["blocks.2.attn.q_proj.weight"].source != "blocks.2.attn.q_proj.weight"
+    assert not grower.due(9)
