@@ -261,6 +261,17 @@ def test_impossible_stage_is_refused_before_step_0(tmp_path: Path) -> None:
     assert trainer.state.global_step == 0
 
 
+def test_frozen_weight_is_refused_when_training_begins(tmp_path: Path) -> None:
+    """A weight outside the optimizer has no state to carry: refused at on_train_begin, before step 0."""
+    model = tiny("llama")
+    model.model.embed_tokens.weight.requires_grad_(False)
+    trainer = transformers.Trainer(model=model, args=args(tmp_path), train_dataset=Tokens(),
+                                   callbacks=[GrowthCallback([{"at_step": 5, "grow": {"d_ff": 96}, "method": "zero"}])])
+    with pytest.raises(GrowkitError, match=r"model.embed_tokens.weight not in the Trainer's optimizer"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
 def test_without_transformers_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)
     monkeypatch.delitem(sys.modules, "growkit.integrations.hf")

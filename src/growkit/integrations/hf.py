@@ -34,7 +34,8 @@ and every group keeps its ``lr`` and ``initial_lr``: LR(t) is the schedule's val
 
 Exactness: steps 1 and 3 move weights without arithmetic, so the HF model computes what the growkit model
 computes; with a strict method (``zero``, ``split``) the grown model computes the old function, to
-float rounding (pass ``probe`` to measure the loss jump). A growth briefly holds ~4 copies of the weights.
+float rounding (pass ``probe`` to measure the loss jump). A growth briefly holds ~3 copies of the weights
+(and of the optimizer state): the Trainer's, the grown growkit model's and the new HF model's.
 
 Refused when the callback is built or bound (`GrowkitError`, before anything trains): a stage the model
 or its HF class cannot take (e.g. GPT-2 needs n_heads · d_head = d_model); a mask ramp (``ramp_steps``:
@@ -140,8 +141,10 @@ class GrowthCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                        **kwargs: Any) -> None:
         _check_args(args, self.stages)
+        assert model is not None
+        if kwargs.get("optimizer") is not None:
+            _check_optimizer(_torch_optimizer(kwargs["optimizer"]), model)
         if self.grower is None or self._bound_at != state.global_step:  # not bound yet, or resumed
-            assert model is not None
             self.bind(model, state.max_steps, state.global_step)
         self.grower.total_steps = state.max_steps or None  # type: ignore[union-attr]
 
@@ -168,17 +171,19 @@ class GrowthCallback(TrainerCallback):
             raise GrowkitError(f"the Trainer's model is {old.cfg.to_dict()}, this schedule expected "
                                f"{expected.to_dict()} here: use one GrowthCallback per Trainer, bound to its model")
         grower.model, grower.optimizer = old, optimizer_to_growkit(inner, model, old, self._links(old))
+        del old  # from here the Grower holds the only reference: the growth frees it
         events = grower.grow_due(step, tokens=tokens)
-        grown = grower.model
+        grown, grown_optimizer = grower.model, grower.optimizer
+        placeholder = meta_model(grown.cfg)  # the Grower keeps the schedule position, not a weight copy
+        grower.model, grower.optimizer = placeholder, _no_optimizer(placeholder)
         attn = getattr(model.config, "_attn_implementation", None)
         new = to_hf(grown, self._class, base_config=model.config,
                     attn_implementation=attn if isinstance(attn, str) else None)
-        groups, carried = optimizer_to_hf(grower.optimizer, grown, new, self._links(grown))
+        groups, carried = optimizer_to_hf(grown_optimizer, grown, new, self._links(grown))
+        del grown, grown_optimizer
         _take_over(model, new, args)
         _install(inner, groups, carried)
         self.records += grower.records
-        placeholder = meta_model(grown.cfg)  # the Grower keeps the schedule position, not a weight copy
-        grower.model, grower.optimizer = placeholder, _no_optimizer(placeholder)
         after = self._probe(model)
         if events and before is not None and after is not None:
             events[-1].update(probe_loss_before=before, probe_loss_after=after, loss_jump=after - before)
@@ -216,23 +221,18 @@ def optimizer_to_growkit(optimizer: torch.optim.Optimizer, hf_model: nn.Module, 
     """An optimizer of ``optimizer``'s class over ``model`` (the `from_hf` of ``hf_model``) with the same
     groups and the state split along ``links``: a fused HF tensor's moments ``[m_q | m_k | m_v]`` (transposed
     back for a ``Conv1D``) become ``m_q``, ``m_k``, ``m_v``; step counts are copied."""
+    _check_optimizer(optimizer, hf_model)
     hf, ours = dict(hf_model.named_parameters()), dict(model.named_parameters())
     group_of = _group_index(optimizer)
     groups = _empty_groups(optimizer)
     state: dict[torch.Tensor, State] = {}
     for link in links:
         p = hf[link.hf]
-        if id(p) not in group_of:
-            raise GrowkitError(f"{link.hf} is not in the Trainer's optimizer: a growth carries the optimizer state "
-                               f"of every weight; train them all (requires_grad=True, the Trainer's own optimizer)")
         targets = [ours[n] for n in link.gk]
         groups[group_of[id(p)]]["params"] += targets
         if optimizer.state.get(p):
             state.update(zip(targets, _split(optimizer.state[p], p, link.transpose, [t.shape[0] for t in targets]),
                              strict=True))
-    if sum(len(g["params"]) for g in optimizer.param_groups) != len({link.hf for link in links}):
-        raise GrowkitError("the Trainer's optimizer holds tensors that are not the model's weights: growth needs "
-                           "an optimizer over the model's parameters only")
     out = same_kind(optimizer, groups)
     out.state.update(state)
     return out
@@ -258,6 +258,20 @@ def optimizer_to_hf(optimizer: torch.optim.Optimizer, model: Transformer, hf_mod
     for group in groups:
         group["params"].sort(key=lambda q: order[id(q)])
     return groups, state
+
+
+def _check_optimizer(optimizer: torch.optim.Optimizer, hf_model: nn.Module) -> None:
+    """The optimizer must hold exactly the model's parameters: a growth carries the state of every weight."""
+    held = _group_index(optimizer)
+    params = dict(hf_model.named_parameters())
+    missing = [n for n, p in params.items() if id(p) not in held]
+    if missing:
+        raise GrowkitError(f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''} not in the Trainer's "
+                           f"optimizer: a growth carries the optimizer state of every weight; train them all "
+                           f"(requires_grad=True, the Trainer's own optimizer)")
+    if len(held) != len(params):
+        raise GrowkitError("the Trainer's optimizer holds tensors that are not the model's weights: growth needs "
+                           "an optimizer over the model's parameters only")
 
 
 def _split(state: State, p: torch.Tensor, transpose: bool, sizes: list[int]) -> list[State]:
