@@ -229,7 +229,7 @@ def test_resume_after_a_growth_continues_the_schedule(tmp_path: Path) -> None:
     resumed = transformers.Trainer(model=model, args=run, train_dataset=Tokens())
     cb = grow_trainer(resumed, growth, resume_from_checkpoint=checkpoint)
     resumed.train(resume_from_checkpoint=str(checkpoint))
-    assert [e["step"] for e in cb.events] == [17] and model.config.intermediate_size == 128
+    assert [(e["step"], e["stage"]) for e in cb.events] == [(17, 2)] and model.config.intermediate_size == 128
     after = {s: v for s, v in losses(resumed).items() if s > 15}
     assert sorted(after) == [16, 17, 18, 19, 20]
     assert after == pytest.approx({s: losses(whole)[s] for s in after}, abs=1e-5)

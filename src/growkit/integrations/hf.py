@@ -113,6 +113,8 @@ class GrowthCallback(TrainerCallback):
         self.records: list[GrowthRecord] = []
         self._class = ""
         self._bound_at = 0
+        self._done = 0
+        """Stages done before the Grower's first (a resumed run): its stage numbers start after them."""
 
     def bind(self, model: nn.Module, max_steps: int | None = None, step: int = 0) -> Grower:
         """Check the schedule against ``model``'s shapes (on the meta device: nothing is allocated) and the HF
@@ -134,7 +136,7 @@ class GrowthCallback(TrainerCallback):
             except GrowkitError as e:
                 raise GrowkitError(f"[[growth]] stage {i + 1} (grow = {self.stages[i].grow}) makes a model "
                                    f"{name} cannot hold: {e}") from None
-        self.grower, self._class, self._bound_at = grower, name, step
+        self.grower, self._class, self._bound_at, self._done = grower, name, step, done
         return grower
 
     # -- Trainer events ----------------------------------------------------------------------------
@@ -185,6 +187,8 @@ class GrowthCallback(TrainerCallback):
         _install(inner, groups, carried)
         self.records += grower.records
         after = self._probe(model)
+        for event in events:
+            event["stage"] += self._done
         if events and before is not None and after is not None:
             events[-1].update(probe_loss_before=before, probe_loss_after=after, loss_jump=after - before)
         self.events += events
