@@ -310,7 +310,12 @@ class Trainer:
         run = self.cfg.run
         ckpt_every = run.ckpt_every or run.eval_every
         main = self.parallel.is_main
-        logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard, enabled=main)
+        sink = None
+        if run.wandb and main:
+            from growkit.train.wandb_sink import WandbSink
+
+            sink = WandbSink(run.wandb, self.run_dir, self.cfg.to_dict(), run.wandb_mode)
+        logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard, enabled=main, wandb=sink)
         started, base_time = time.perf_counter(), self.state.time_s
         last = {"time": started, "tokens": self.state.tokens}
         bar = tqdm(total=self.estimated_total_steps(), initial=self.state.step, disable=not (run.progress and main),

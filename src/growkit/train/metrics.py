@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from growkit.train.wandb_sink import WandbSink
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_LOG_FILE = "train.jsonl"
@@ -21,9 +24,12 @@ class MetricsLogger:
     """Appends JSON lines (flushed per record, so a crash loses nothing written) and mirrors scalars
     to TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True) -> None:
-        """``enabled=False`` (the ranks other than 0 of a multi-process run): a logger that writes nothing."""
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True,
+                 wandb: WandbSink | None = None) -> None:
+        """``enabled=False`` (the ranks other than 0 of a multi-process run): a logger that writes nothing.
+        ``wandb``: also log every record to this W&B run (`growkit.train.wandb_sink`)."""
         self.run_dir = run_dir
+        self._wandb = wandb if enabled else None
         names = (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE) if enabled else ()
         self._files = {name: open(run_dir / name, "a") for name in names}  # noqa: SIM115
         self._tb = None
@@ -51,6 +57,8 @@ class MetricsLogger:
             return
         f.write(json.dumps(record) + "\n")
         f.flush()
+        if self._wandb is not None:
+            self._wandb.log(prefix, record)
         if self._tb is not None:
             for k, v in record.items():
                 if isinstance(v, int | float) and k != "step" and math.isfinite(v):
@@ -59,6 +67,8 @@ class MetricsLogger:
     def close(self) -> None:
         for f in self._files.values():
             f.close()
+        if self._wandb is not None:
+            self._wandb.close()
         if self._tb is not None:
             self._tb.close()
 
