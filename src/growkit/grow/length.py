@@ -28,7 +28,7 @@ def grow_max_seq_len(state: GrowthState, old: int, new: int, method: str) -> Non
     name = "pos_emb.weight"
     if name in state.tensors:
         if method in TILED:
-            state.expand(name, 0, torch.arange(new) % old)
+            state.expand(name, 0, torch.arange(new) % old, shared=False)
         else:
             fresh: float | str = 0.0 if method == "zero" or (method == "copy" and state.std == 0) else "random"
             state.expand(name, 0, padded_index(old, new), fresh)
