@@ -19,7 +19,7 @@ from growkit.errors import GrowkitError
 DIMENSIONS = ("d_ff", "n_heads", "n_kv_heads", "d_head", "d_head_v", "d_model", "n_layers", "max_seq_len")
 ALIASES = {"depth": "n_layers", "width": "d_model", "hidden": "d_model", "ffn": "d_ff", "heads": "n_heads",
            "length": "max_seq_len", "seq_len": "max_seq_len"}
-METHODS = ("masked", "zero", "copy", "split", "stack", "interpolate")
+METHODS = ("masked", "zero", "copy", "split", "stack", "interpolate", "tile")
 #: Which methods make sense for which dimension.
 APPLICABLE = {
     "n_layers": ("masked", "zero", "copy", "stack", "interpolate"),
@@ -29,7 +29,7 @@ APPLICABLE = {
     "n_kv_heads": ("masked", "zero", "copy", "split"),
     "d_head": ("masked", "zero", "copy", "split"),
     "d_head_v": ("masked", "zero", "copy", "split"),
-    "max_seq_len": ("masked", "zero", "copy", "split", "stack", "interpolate"),
+    "max_seq_len": ("masked", "zero", "copy", "split", "stack", "tile", "interpolate"),
 }
 #: Methods that promise an exactly preserved function (a GrowkitError where they cannot keep it).
 STRICT = ("masked", "zero", "split")
