@@ -6,6 +6,9 @@ and measures on the next batch the gradient of the old model and of the grown on
 
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -110,18 +113,9 @@ def median_updates(model: gk.Transformer, opt: torch.optim.Optimizer, steps: int
     return out
 
 
-def carry_like_weights(opt: torch.optim.Optimizer, new_opt: torch.optim.Optimizer, new: gk.Transformer,
-                       old: gk.Transformer, record: GrowthRecord) -> None:
-    """The previous rule, for comparison: old entries' moments scaled like their weights (m·s, v·s²)."""
-    old_params = dict(old.named_parameters())
-    for name, p in new.named_parameters():
-        tmap = record[name]
-        if tmap.source is None:
-            continue
-        is_old = tmap.old_mask(p.shape)
-        for key, power in (("exp_avg", 1), ("exp_avg_sq", 2)):
-            like_weights = tmap.gather(opt.state[old_params[tmap.source]][key], power=power)
-            new_opt.state[p][key] = torch.where(is_old, like_weights, new_opt.state[p][key])
+#: the previous rule, for comparison: old entries' moments scaled like their weights (m·s, v·s²)
+carry_like_weights = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks" / "growth_dynamics.py"))[
+    "carry_like_weights"]
 
 
 #: roles whose gradient is 0 in exact arithmetic (a bias on every key shifts every score of a query
@@ -137,7 +131,7 @@ def continuity(arch: str, dim: str, method: str, rule: str, skip: int = 0, befor
     old, opt, new, record = grow_trained(arch, dim, method, noise=0.01, steps=before)
     new_opt = gk.carry_optimizer_state(opt, new, record)
     if rule == "weights":
-        carry_like_weights(opt, new_opt, new, old, record)
+        carry_like_weights(opt, new_opt, old, new, record)
     old_upd = median_updates(old, opt, STEPS, first_seed=before)
     new_upd = median_updates(new, new_opt, STEPS, first_seed=before)
     ratios: dict[str, list[float]] = {}
