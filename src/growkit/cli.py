@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    ".gguf file, instead of --from: --out gets a save_pretrained folder (needs growkit[hf])")
     p.add_argument("--to", action="append", default=[], metavar="DIM=SIZE", help="target size, e.g. d_model=512")
     p.add_argument("--method", action="append", default=[], metavar="NAME|DIM=NAME",
-                   help="growth method for all dimensions (masked, zero, copy, split, stack, interpolate) or one "
+                   help="growth method for all dimensions (masked, zero, copy, split, stack, interpolate, tile) or one "
                         "dimension, e.g. --method n_layers=stack --method masked")
     p.add_argument("--placement", default="top", help="where new layers go: top, bottom, interleave, middle")
     p.add_argument("--out", metavar="DIR", help="the new checkpoint directory (must not exist)")
