@@ -37,6 +37,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from growkit.train.faults import ENV
+from growkit.train.metrics import read_jsonl
 
 #: Checkpoints at every 3rd step; growth stages at steps 8 (d_ff, ramp 8 → 14) and 18 (compound: depth,
 #: width, heads, input length 16 → 32; ramp 18 → 26, new entries warmed up for 4 steps); 40 steps.
@@ -198,9 +199,7 @@ def fingerprint(run_dir: Path) -> dict[str, Any]:
     for name in ("model.safetensors", "optimizer.safetensors"):
         for key, value in load_file(str(final / name)).items():
             tensors[f"{name}:{key}"] = (value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes())
-    train = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
-    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    train, evals, events = (read_jsonl(run_dir / name) for name in ("train.jsonl", "metrics.jsonl", "events.jsonl"))
     curve = [(r["step"], r["train_loss"]) for r in train]
     return {"tensors": tensors, "curve": curve, "final_train_loss": curve[-1][1] if curve else None,
             "final_val_loss": evals[-1]["val_loss"] if evals else None,
