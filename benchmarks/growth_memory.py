@@ -32,11 +32,22 @@ from typing import Any
 PAGE = os.sysconf("SC_PAGE_SIZE")
 START = {"n_layers": 3, "d_model": 280, "n_heads": 4, "d_ff": 1120}
 STAGES = [{"n_layers": 6}, {"d_model": 560, "n_heads": 8, "d_ff": 2240}, {"n_layers": 12}]
-FINAL = {**START, **STAGES[0], **STAGES[1], **STAGES[2]}
+TINY_START = {"n_layers": 1, "d_model": 16, "n_heads": 2, "d_ff": 32}  # --tiny: a smoke test of the script
+TINY_STAGES = [{"n_layers": 2}, {"d_model": 32, "n_heads": 4, "d_ff": 64}, {"n_layers": 3}]
 
 
-def overrides(model: dict[str, int], steps: int, run_dir: Path) -> list[str]:
-    return [*(f"model.{k}={v}" for k, v in model.items()), "model.arch='gpt2'", "data.seq_len=64",
+def schedule(tiny: bool) -> tuple[dict[str, int], list[dict[str, int]], dict[str, int]]:
+    """(initial model, the three stages' targets, final model)."""
+    start, stages = (TINY_START, TINY_STAGES) if tiny else (START, STAGES)
+    final = dict(start)
+    for stage in stages:
+        final.update(stage)
+    return start, stages, final
+
+
+def overrides(model: dict[str, int], steps: int, run_dir: Path, tiny: bool) -> list[str]:
+    data = ["data.tokenizer='byte'", "data.seq_len=16"] if tiny else ["data.seq_len=64"]
+    return [*(f"model.{k}={v}" for k, v in model.items()), "model.arch='gpt2'", *data,
             "train.batch_size=4", f"train.max_steps={steps}", "train.warmup_steps=1", "train.dtype='float32'",
             "train.device='cpu'", "train.threads=1", f"run.eval_every={steps}", "run.eval_batches=1",
             "run.progress=false", "run.tensorboard=false", "run.plots=false", f"run.dir='{run_dir}'"]
@@ -100,7 +111,7 @@ class Meter:
         self._thread.join()
 
 
-def child(kind: str, steps_per_stage: int, out: Path) -> None:
+def child(kind: str, steps_per_stage: int, out: Path, tiny: bool) -> None:
     import torch
 
     from growkit import RunConfig
@@ -108,16 +119,17 @@ def child(kind: str, steps_per_stage: int, out: Path) -> None:
 
     torch.set_num_threads(1)
     meter = Meter()
+    start, stages, final = schedule(tiny)
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "grow":
-            steps = steps_per_stage * (len(STAGES) + 1)
-            cfg = RunConfig.default(overrides(START, steps, Path(tmp) / "run"))
+            steps = steps_per_stage * (len(stages) + 1)
+            cfg = RunConfig.default(overrides(start, steps, Path(tmp) / "run", tiny))
             cfg.growth = [{"at_step": steps_per_stage * (i + 1), "grow": g, "method": "masked",
-                           "ramp_steps": max(1, steps_per_stage - 1)} for i, g in enumerate(STAGES)]
+                           "ramp_steps": max(1, steps_per_stage - 1)} for i, g in enumerate(stages)]
             cfg.validate()
         else:
             steps = steps_per_stage + 1
-            cfg = RunConfig.default(overrides(FINAL, steps, Path(tmp) / "run"))
+            cfg = RunConfig.default(overrides(final, steps, Path(tmp) / "run", tiny))
         base = rss()
         meter.record("imports", meter.cut())
         trainer = Trainer(cfg)
@@ -142,13 +154,13 @@ def child(kind: str, steps_per_stage: int, out: Path) -> None:
 
 
 # -- the parent -------------------------------------------------------------------------------------------
-def run_child(kind: str, steps_per_stage: int) -> dict[str, Any]:
+def run_child(kind: str, steps_per_stage: int, tiny: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"{kind}.json"
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         start = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--child", kind, "--steps-per-stage", str(steps_per_stage),
-                        "--child-out", str(out)], check=True, env=env)
+                        "--child-out", str(out), *(["--tiny"] if tiny else [])], check=True, env=env)
         result = json.loads(out.read_text())
         result["seconds"] = round(time.perf_counter() - start, 1)
         return result
@@ -162,15 +174,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps-per-stage", type=int, default=3, help="optimizer steps at each size (≥ 2)")
     parser.add_argument("--out", default="docs/figures/growth_memory.json")
+    parser.add_argument("--tiny", action="store_true", help="tiny models: a smoke test of the script")
     parser.add_argument("--child", choices=("grow", "scratch"), help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.steps_per_stage, Path(args.child_out))
+        child(args.child, args.steps_per_stage, Path(args.child_out), args.tiny)
         return 0
 
-    scratch = run_child("scratch", args.steps_per_stage)
-    grow = run_child("grow", args.steps_per_stage)
+    start, stages, final = schedule(args.tiny)
+    scratch = run_child("scratch", args.steps_per_stage, args.tiny)
+    grow = run_child("grow", args.steps_per_stage, args.tiny)
     s_peak = max(p["peak_rss"] for p in scratch["phases"])
     g_peak = max(p["peak_rss"] for p in grow["phases"])
     print(f"{'run':<8} {'phase':<24} {'params':>12} {'peak RSS MiB':>13} {'RSS after MiB':>14} {'peak/scratch':>13}")
@@ -189,7 +203,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "growth_peak_memory_ratio": round(ratio, 3), "ratio_above_base": round(above, 3),
-        "peak_rss_grow": g_peak, "peak_rss_scratch": s_peak, "start": START, "stages": STAGES, "final": FINAL,
+        "peak_rss_grow": g_peak, "peak_rss_scratch": s_peak, "start": start, "stages": stages, "final": final,
         "steps_per_stage": args.steps_per_stage, "dtype": "float32", "device": "cpu",
         "threads": 1, "runs": {"scratch": scratch, "grow": grow}}, indent=1) + "\n")
     print(f"growth_peak_memory_ratio: {ratio:.3f}")
