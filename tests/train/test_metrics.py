@@ -44,7 +44,7 @@ def test_growkit_plot_skips_a_torn_line(tmp_path: Path, capsys: pytest.CaptureFi
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     tear(run / "metrics.jsonl", {**records[-1], "step": 4})
     assert main(["plot", str(run)]) == 0
-    out, err = capsys.readouterr()
+    err = capsys.readouterr().err
     assert "growkit: warning: " in err and "its last line is torn" in err
     assert (run / "plots" / "val_loss_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
 

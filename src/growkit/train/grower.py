@@ -22,10 +22,11 @@ steps done so far), does in order:
 
 and returns the model and optimizer to use from now on (new objects after a growth: keep using the
 returned ones, and drop your references to the old ones — after each growth the Grower frees what is
-unreferenced and returns it to the OS, `growkit.train.memory`). **New-entry warmup** (``new_lr_warmup_steps = W``) needs no call: the Grower hooks the
-optimizer it returns (``register_step_pre_hook``/``post_hook``), and each ``optimizer.step()`` scales the
-update of the entries the last growth added by min(1, (t − t_g + 1)/W), which for AdamW (weight decay
-included) is the same as a per-entry LR.
+unreferenced and returns it to the OS, `growkit.train.memory`). **New-entry warmup**
+(``new_lr_warmup_steps = W``) needs no call: the Grower hooks the optimizer it returns
+(``register_step_pre_hook``/``post_hook``), and each ``optimizer.step()`` scales the update of the entries
+the last growth added by min(1, (t − t_g + 1)/W), which for AdamW (weight decay included) is the same as a
+per-entry LR.
 
 **Checked before step 0.** Building a Grower applies every stage, in order, to the model's shapes on
 the meta device (`growkit.train.plan`); an impossible schedule is a one-line `GrowkitError` naming the
