@@ -35,6 +35,7 @@ import os
 import secrets
 import socket
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ class RunLock:
             except OSError as e:
                 os.close(fd)
                 if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    holder = read_holder(self.holder_path)
+                    holder = self._live_holder()
                     raise GrowkitError(
                         f"{self.target} is in use by another growkit process ({describe(holder)}): one process "
                         f"writes a run dir at a time; wait for it to end or stop it (--force-unlock cannot "
@@ -149,6 +150,16 @@ class RunLock:
             os.close(fd)  # the holder released (and removed) it meanwhile: lock the new file
         raise GrowkitError(f"could not lock {self.lock_path}: it keeps being replaced; is another process "
                            f"starting and stopping runs in {self.target}?")
+
+    def _live_holder(self, wait_s: float = 1.0) -> dict[str, Any] | None:
+        """The holder file of a process that holds the OS lock. It writes the file just after taking the
+        lock, so for a moment the file may be missing or still name a dead predecessor: wait for it."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            holder = read_holder(self.holder_path)
+            if (holder is not None and holder_state(holder) != "stale") or time.monotonic() > deadline:
+                return holder
+            time.sleep(0.02)
 
     def _claim(self) -> None:
         """Check the holder file and write ours (see the module docstring for the rules)."""
