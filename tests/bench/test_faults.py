@@ -29,3 +29,14 @@ def test_three_kills_resume_bit_identical(tmp_path: Path) -> None:
     assert compare(ref, flipped) == ["1 tensors differ, e.g. " + str([key])]
     assert compare(ref, {**ref, "final_val_loss": ref["final_val_loss"] + 1e-12}) == ["final_val_loss differs"]
     assert damage_newest(tmp_path / "ci", "flip").startswith("step_")
+
+
+def test_readme_states_the_committed_fault_injection_result() -> None:
+    root = Path(__file__).resolve().parents[2]
+    data = json.loads((root / "docs" / "figures" / "fault_injection.json").read_text())
+    readme = (root / "README.md").read_text()
+    assert data["n"] >= 24 and data["ok"] == data["n"]
+    assert f"`fault_trials_ok: {data['ok']}/{data['n']}`" in readme and f"runs {data['n']} trials" in readme
+    assert f"{data['kills']} kills landed" in readme and f"{data['refused']} second writers refused" in readme
+    assert f"in {data['seconds']:.0f} s" in readme
+    assert sum(t["name"].startswith("writer") for t in data["trials"]) == data["refused"] == 5

@@ -173,3 +173,29 @@ def test_lock_is_released_when_the_trainer_fails_to_start(tmp_path: Path) -> Non
     assert t.lock is not None and t.lock.held and (tmp_path / HOLDER_FILE).exists()
     t.fit()
     assert not t.lock.held and not (tmp_path / HOLDER_FILE).exists()
+
+
+def test_grow_and_export_lock_their_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from growkit import RunConfig
+    from growkit.cli import main
+    from growkit.train.loop import Trainer
+
+    run = tmp_path / "run"
+    Trainer(RunConfig.default([*TINY, f"run.dir='{run}'", "train.max_steps=2", "run.eval_every=2"])).fit()
+    out = tmp_path / "grown"
+    grow = ["grow", "--from", str(run), "--to", "d_ff=48", "--method", "zero", "--out", str(out)]
+    with RunLock(out, beside=True, command="another grow"):
+        assert main(grow) == 2
+    err = capsys.readouterr().err
+    assert "grown is in use by another growkit process" in err and "another grow" in err
+    assert not out.exists()
+    assert main(grow) == 0 and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grown", "run"]  # no lock files left beside it
+    pytest.importorskip("transformers")
+    exported = tmp_path / "hf"
+    with RunLock(run, command="a trainer"):  # a run being trained is read, not locked: export still works
+        with RunLock(exported, beside=True, command="another export"):
+            assert main(["export", str(run), "--out", str(exported)]) == 2
+        assert "another export" in capsys.readouterr().err and not exported.exists()
+        assert main(["export", str(run), "--out", str(exported)]) == 0
+    assert (exported / "config.json").is_file() and not (tmp_path / ".hf.lock").exists()
