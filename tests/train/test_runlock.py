@@ -199,3 +199,18 @@ def test_grow_and_export_lock_their_output(tmp_path: Path, capsys: pytest.Captur
         assert "another export" in capsys.readouterr().err and not exported.exists()
         assert main(["export", str(run), "--out", str(exported)]) == 0
     assert (exported / "config.json").is_file() and not (tmp_path / ".hf.lock").exists()
+
+
+def test_resume_from_a_run_being_trained_takes_no_lock_on_it(tmp_path: Path) -> None:
+    from growkit import RunConfig
+    from growkit.train.checkpoint import find_checkpoint
+    from growkit.train.loop import Trainer
+
+    common = [*TINY, "train.max_steps=2", "run.eval_every=2"]
+    Trainer(RunConfig.default([*common, f"run.dir='{tmp_path / 'a'}'"])).fit()
+    with RunLock(tmp_path / "a", command="run a, still training"):  # its writer holds a's lock
+        ckpt = find_checkpoint(tmp_path / "a")
+        b = Trainer(RunConfig.default([*common, f"run.dir='{tmp_path / 'b'}'", "train.max_steps=3"]), resume=ckpt)
+        assert b.state.step == 2 and b.lock is not None and b.lock.target == tmp_path / "b"
+        b.fit()
+    assert b.state.step == 3
