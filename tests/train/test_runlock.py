@@ -54,6 +54,7 @@ def test_two_trainers_started_together_one_runs_the_other_exits_2_naming_it(tmp_
     winner, loser = (procs[0], err_b) if code_a == 0 else (procs[1], err_a)
     assert loser.count("\n") == 1 and loser.startswith("growkit: error: "), loser  # one line, no traceback
     assert f"is in use by another growkit process (pid {winner.pid} on host {socket.gethostname()}" in loser
+    assert f"Z: growkit train --config {CONFIG}" in loser  # when it started, and its command
     # the run dir holds one run's files: every record once, one run's checkpoints, the lock gone
     assert steps(run / "metrics.jsonl") == [0, 100, 200, 300]
     assert steps(run / "train.jsonl") == list(range(1, 301))

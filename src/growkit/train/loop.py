@@ -7,6 +7,8 @@ resumed run sees exactly the batches an uninterrupted run would have. Counters k
 tokens, training FLOPs (``flops_per_token × tokens``, with the formula in `growkit.flops`) and
 wall-clock; every log record carries all three. Under ``torchrun`` the same loop runs on every process
 (`growkit.train.distributed`): each takes its slice of every global micro-batch, and rank 0 logs and saves.
+Rank 0 holds the run dir's write lock from before it checks the dir until `Trainer.fit` returns
+(`growkit.train.runlock`): a second process on the same run dir gets a `GrowkitError` naming the first.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class RunLock:
         self.lock_path = folder / f"{prefix}{LOCK_FILE}"
         self.holder_path = folder / f"{prefix}{HOLDER_FILE}"
         self.force = force
-        self.command = command if command is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        self.command = command if command is not None else _command()
         self.os_lock = False
         """Whether the OS lock is held (False where the filesystem has none: the holder file alone)."""
         self._fd: int | None = None
@@ -243,6 +243,12 @@ def describe(holder: dict[str, Any] | None) -> str:
         return f"holder unknown: {holder['unreadable']} is unreadable"
     return (f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}: "
             f"{holder.get('command')}")
+
+
+def _command() -> str:
+    """This process's command line, for the holder file (``python -m growkit`` shows as ``growkit``)."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    return " ".join(["growkit" if name == "__main__.py" else name, *sys.argv[1:]])
 
 
 def _alive(pid: int) -> bool:
