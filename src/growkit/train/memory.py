@@ -2,14 +2,15 @@
 
 A growth builds the new model and its carried optimizer state while the old ones still exist (growth
 returns a new model and leaves the old one untouched), so the old model, its AdamW moments and the
-growth's temporaries are garbage once the loop holds the new objects. CPython frees them when their
-last reference goes; `release_memory` then runs the cycle collector (for anything kept alive only by
-reference cycles) and, on glibc, ``malloc_trim(0)``, which returns the freed heap pages to the operating
-system instead of keeping them in the allocator's free lists. Without the trim a process's resident
-memory stays at its peak after a growth, although the memory is free inside it. Large CPU tensors are
-mmap-ed and unmapped when freed anyway; the trim matters for the many smaller ones (biases, norms, masks,
-small layers). On CUDA the caching allocator keeps freed blocks for reuse, which is what a training loop
-wants; it is left alone.
+growth's temporaries are garbage once the loop holds the new objects. CPython frees them when their last
+reference goes; `release_memory` then runs the cycle collector, for what only reference cycles keep alive.
+With torch 2.13 the first ``AdamW`` a process builds is such a case (frames of its ``__init__`` stay in a
+cycle), so without the collector the initial optimizer, its moments and, through them, the initial
+model's weights outlive the first growth until Python's next collection. On glibc it then calls
+``malloc_trim(0)``, which returns freed heap pages to the operating system instead of keeping them in the
+allocator's free lists (large CPU tensors are mmap-ed and unmapped when freed anyway; the trim is for the
+many small ones). On CUDA the caching allocator keeps freed blocks for reuse, which a training loop wants;
+it is left alone.
 """
 
 from __future__ import annotations
