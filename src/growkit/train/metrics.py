@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from growkit.train.wandb_sink import WandbSink
+
+from growkit.errors import GrowkitWarning
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_LOG_FILE = "train.jsonl"
@@ -73,12 +76,21 @@ class MetricsLogger:
             self._tb.close()
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a torn last line (a crash mid-write) is skipped."""
+def read_jsonl(path: Path, warn: bool = True) -> list[dict[str, Any]]:
+    """Records of a JSONL file. A line that is not a JSON object — a torn last line, written by a process
+    killed mid-write — is skipped, with a `GrowkitWarning` naming it when ``warn`` (a resume, which drops
+    it anyway, reads quietly)."""
     records = []
-    for line in path.read_text().splitlines():
+    lines = path.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif warn and line.strip():
+            what = "its last line is torn (the writer was killed mid-line)" if i == len(lines) - 1 else \
+                f"line {i + 1} is not a JSON record"
+            warnings.warn(f"{path}: {what}; skipped it", GrowkitWarning, stacklevel=2)
     return records
