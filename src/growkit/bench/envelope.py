@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from growkit.bench.figures import save
 from growkit.bench.frontier import Match, Point, envelope_cost, frontier_cost, lower_hull, ratio
 from growkit.bench.scaling import Fit, compute_optimal, fit_loss_law, flops_per_token_curve
 from growkit.bench.schedules import Preset, Schedule, Shape, run_dict, seed_schedules
@@ -718,11 +719,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=7)
         ax.set_title(f"growkit bench envelope ({reg}): final points of fully decayed runs and eval curves", fontsize=9)
-        fig.tight_layout()
-        path = out / filename
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, out / filename))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     labels, xs = [], 0
     for j, (reg, d) in enumerate(data["regimes"].items()):
@@ -737,11 +734,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
     ax.set_xticks(range(len(labels)), labels, fontsize=7)
     ax.set_ylabel("FLOP speedup to the target loss")
     ax.set_title("speedup against the envelope (CO) and the target's own frontier (OT); hatched: a bound", fontsize=9)
-    fig.tight_layout()
-    path = out / PLOT_FILES[2]
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(save(fig, out / PLOT_FILES[2]))
     if data["fit"]:
         from growkit.bench.scaling import LossLaw
 
@@ -758,9 +751,5 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("validation loss")
         ax.legend(fontsize=7)
         ax.set_title("L(N, D) fit (lines) against the ladder's runs (points)", fontsize=9)
-        fig.tight_layout()
-        path = out / PLOT_FILES[3]
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, out / PLOT_FILES[3]))
     return written
