@@ -1,6 +1,7 @@
 """Fault injection: SIGKILL a real progressive training run at growth events, mid-ramp, mid-checkpoint
-and at random moments; resume it each time; its final weights, optimizer moments and losses must be
-bit-identical to one uninterrupted run (see `growkit.bench.faults` for the run and the checks).
+and at random moments, and start a second writer on its run dir; resume it each time; its final weights,
+optimizer moments and losses must be bit-identical to one uninterrupted run, and every second writer must
+be refused (exit 2, the holder named) (see `growkit.bench.faults` for the run and the checks).
 
     python benchmarks/fault_injection.py [--random 4] [--seed 0] [--work runs/fault-injection]
 
@@ -16,7 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from growkit.bench.faults import deterministic_trials, run_trials, table, to_json, wallclock_trials
+from growkit.bench.faults import (
+    deterministic_trials,
+    run_trials,
+    second_writer_trials,
+    table,
+    to_json,
+    wallclock_trials,
+)
 
 
 def main() -> int:
@@ -27,19 +35,20 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/fault_injection.json")
     args = parser.parse_args()
 
-    trials = deterministic_trials() + wallclock_trials(args.random, args.seed)
+    trials = deterministic_trials() + second_writer_trials() + wallclock_trials(args.random, args.seed)
     start = time.perf_counter()
     results, ref_seconds = run_trials(trials, Path(args.work))
     elapsed = time.perf_counter() - start
     print(table(results))
     ok = sum(r.ok for r in results)
     kills = sum(r.kills_landed for r in results)
-    print(f"{len(results)} trials, {kills} kills, reference run {ref_seconds:.1f} s, all trials {elapsed:.0f} s "
-          f"(logs and run dirs in {args.work})")
+    refused = sum(r.refused for r in results)
+    print(f"{len(results)} trials, {kills} kills, {refused} second writers refused, reference run "
+          f"{ref_seconds:.1f} s, all trials {elapsed:.0f} s (logs and run dirs in {args.work})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**to_json(results, ref_seconds), "kills": kills, "seconds": round(elapsed, 1)},
-                              indent=2))
+    summary = {**to_json(results, ref_seconds), "kills": kills, "refused": refused, "seconds": round(elapsed, 1)}
+    out.write_text(json.dumps(summary, indent=2))
     print(f"fault_trials_ok: {ok}/{len(results)}")
     return 0 if ok == len(results) else 1
 

@@ -20,7 +20,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from growkit.train import RunConfig, train
 
     cfg = RunConfig.from_toml(args.config, args.set) if args.config else RunConfig.main(args.set)
-    result = train(cfg, resume=args.resume_from or args.resume)
+    result = train(cfg, resume=args.resume_from or args.resume, force_unlock=args.force_unlock)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return 0
     print(f"run dir: {result['run_dir']}")
@@ -71,7 +71,7 @@ def _cmd_grow(args: argparse.Namespace) -> int:
         return _grow_hf(args, spec)
     from growkit.train.grow_checkpoint import grow_checkpoint
 
-    result = grow_checkpoint(Path(args.source), spec, Path(args.out))
+    result = grow_checkpoint(Path(args.source), spec, Path(args.out), force_unlock=args.force_unlock)
     changed = {k: (v, result["new"][k]) for k, v in result["old"].items() if result["new"][k] != v}
     _report_growth(changed, result["params"], result["max_abs_dlogits"], str(args.out))
     return 0
@@ -104,7 +104,10 @@ def _grow_hf(args: argparse.Namespace, spec: Any) -> int:
     tokens = torch.randint(0, old.cfg.vocab_size, (1, min(16, old.cfg.max_seq_len)),
                            generator=torch.Generator().manual_seed(0))
     err = check_preserved(old, new, tokens)
-    save_pretrained(new, args.out, like=hf, source=args.hf)
+    from growkit.train.runlock import RunLock
+
+    with RunLock(Path(args.out), beside=True, force=args.force_unlock):
+        save_pretrained(new, args.out, like=hf, source=args.hf)
     _report_growth(changes, (old.num_params(), new.num_params()), err, f"{args.out} ({type(hf).__name__})")
     return 0
 
@@ -113,7 +116,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     """``growkit export RUN_OR_CKPT --out DIR [--base HF_DIR]``: a run's model as a save_pretrained folder."""
     from growkit.train.export import export_run
 
-    r = export_run(args.source, args.out, args.base)
+    r = export_run(args.source, args.out, args.base, force_unlock=args.force_unlock)
     print(f"step {r['step']}: {r['params']:,} parameters as {r['hf_class']}; tokenizer: {r['tokenizer'] or 'none'}")
     print(f"max |Δlogits| growkit vs the reloaded folder (float32): {r['max_abs_dlogits']:.3e}")
     print(f"wrote {r['out']}")
@@ -146,6 +149,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _force_unlock(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force-unlock", action="store_true",
+                   help=f"take over the write lock of {what} from a holder that cannot be checked (another host, "
+                        f"or a process without an OS lock) and is known to be gone; warns whose lock it overrides "
+                        f"(a lock the OS holds for a running process is never overridden)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="growkit", description="Grow transformers while they train.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one config key, e.g. --set train.max_steps=50 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in run.dir from its latest checkpoint")
     p.add_argument("--resume-from", metavar="CKPT_DIR", help="continue from this checkpoint directory")
+    _force_unlock(p, "run.dir")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("grow", help="grow a checkpoint (model + optimizer state), or print the growth matrix")
@@ -165,12 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
                    ".gguf file, instead of --from: --out gets a save_pretrained folder (needs growkit[hf])")
     p.add_argument("--to", action="append", default=[], metavar="DIM=SIZE", help="target size, e.g. d_model=512")
     p.add_argument("--method", action="append", default=[], metavar="NAME|DIM=NAME",
-                   help="growth method for all dimensions (masked, zero, copy, split, stack, interpolate) or one "
+                   help="growth method for all dimensions (masked, zero, copy, split, stack, interpolate, tile) or one "
                         "dimension, e.g. --method n_layers=stack --method masked")
     p.add_argument("--placement", default="top", help="where new layers go: top, bottom, interleave, middle")
     p.add_argument("--out", metavar="DIR", help="the new checkpoint directory (must not exist)")
     p.add_argument("--matrix", action="store_true",
                    help="print which arch × dimension × method preserves the function, approximates or is refused")
+    _force_unlock(p, "--out")
     p.set_defaults(func=_cmd_grow)
 
     p = sub.add_parser("export", help="write a run's model (its latest checkpoint) as a Hugging Face folder")
@@ -178,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="the save_pretrained folder to write (new or empty)")
     p.add_argument("--base", metavar="HF_DIR", help="HF folder or .gguf whose class, token ids and generation "
                    "config to keep (default: the run's model.hf)")
+    _force_unlock(p, "--out")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("plot", help="plot val loss vs FLOPs and vs wall-clock for one or more runs")

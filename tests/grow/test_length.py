@@ -6,9 +6,11 @@ import pytest
 import torch
 
 import growkit as gk
+from growkit.grow.length import interpolated_rows
 from tests.grow.conftest import fill_new_entries, tiny_model, tokens
 
-METHODS = ("masked", "zero", "copy", "split", "stack", "interpolate")
+#: the methods that keep old-length inputs exact (``interpolate`` moves every position: its own tests)
+METHODS = ("masked", "zero", "copy", "split", "stack", "tile")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -39,7 +41,7 @@ def test_float32_identical() -> None:
 def test_record_maps_and_new_rows() -> None:
     old = tiny_model("gpt2")
     pos = old.pos_emb.weight
-    tiled, record = gk.grow(old, gk.GrowthSpec(max_seq_len=40, method="interpolate"))
+    tiled, record = gk.grow(old, gk.GrowthSpec(max_seq_len=40, method="tile"))
     assert record["pos_emb.weight"].index[0].tolist() == [p % 16 for p in range(40)]
     assert torch.equal(tiled.pos_emb.weight[16:32], pos) and torch.equal(tiled.pos_emb.weight[32:], pos[:8])
     assert not record.new_entries("pos_emb.weight", tiled.pos_emb.weight.shape).any()
@@ -78,3 +80,36 @@ def test_composed_with_heads_and_grown_twice(arch: str) -> None:
     again, _ = gk.grow(new, gk.GrowthSpec(max_seq_len=48, method="stack"))
     assert again.cfg.max_seq_len == 48
     assert gk.check_preserved(old, again, tokens(old, seq=16)) < 1e-10
+
+
+def test_interpolate_stretches_the_position_table() -> None:
+    """Row p̂ of the new table is the old table read at p̂·(L−1)/(L̂−1), linearly between rows."""
+    old = tiny_model("gpt2")
+    pos = old.pos_emb.weight.detach()
+    new, record = gk.grow(old, gk.GrowthSpec(max_seq_len=31, method="interpolate"))  # x = p̂/2
+    table = new.pos_emb.weight.detach()
+    assert torch.equal(table[::2], pos)  # even rows land on the old rows: copies
+    assert torch.allclose(table[1::2], (pos[:-1] + pos[1:]) / 2, rtol=0, atol=1e-15)  # odd: midpoints
+    assert record["pos_emb.weight"].index[0].tolist() == [p // 2 if p % 2 == 0 else -1 for p in range(31)]
+    stretched, _ = gk.grow(old, gk.GrowthSpec(max_seq_len=40, method="interpolate"))
+    x = 3 * 15 / 39  # row 3 of 40 reads the old table at 3·15/39 = 1.1538…
+    expect = (2 - x) * pos[1] + (x - 1) * pos[2]
+    assert torch.allclose(stretched.pos_emb.weight[3].detach(), expect, rtol=0, atol=1e-14)
+    assert torch.equal(stretched.pos_emb.weight[0], pos[0]) and torch.equal(stretched.pos_emb.weight[39], pos[15])
+
+
+def test_interpolate_is_approximate_and_longer_inputs_run(arch: str) -> None:
+    old = tiny_model(arch)
+    if arch == "llama":
+        with pytest.raises(gk.GrowkitError, match="RoPE position interpolation is not implemented"):
+            gk.grow(old, gk.GrowthSpec(max_seq_len=40, method="interpolate"))
+        return
+    new, _ = gk.grow(old, gk.GrowthSpec(max_seq_len=40, method="interpolate"))
+    assert gk.check_preserved(old, new, tokens(old, seq=16)) > 1e-6  # every position moved
+    long = torch.randint(0, old.cfg.vocab_size, (2, 40))
+    assert torch.isfinite(new(long, long)[1])
+
+
+def test_interpolated_rows_of_a_single_row_table() -> None:
+    index, rows = interpolated_rows(torch.tensor([[1.0, 2.0]]), 3)
+    assert index.tolist() == [0, 0, 0] and torch.equal(rows, torch.tensor([[1.0, 2.0]] * 3))

@@ -8,7 +8,7 @@ from growkit.grow.spec import STRICT
 
 def test_strict_methods_preserve_or_refuse_never_approximate() -> None:
     cells = growth_matrix()
-    assert len(cells) == 3 * 31  # 3 archs × (5 + 4 + 4 + 4 + 4 + 4 + 6) methods per dimension
+    assert len(cells) == 3 * 32  # 3 archs × (5 + 4 + 4 + 4 + 4 + 4 + 7) methods per dimension
     for c in cells:
         if c.method in STRICT:
             assert c.status in ("preserved", "refused"), c
@@ -17,4 +17,4 @@ def test_strict_methods_preserve_or_refuse_never_approximate() -> None:
         if c.status == "refused":
             assert c.reason and c.error is None
     table = format_matrix(cells)
-    assert table.count("\n") == 2 + 31 - 1 and "| d_ff | zero | preserved | preserved | preserved |" in table
+    assert table.count("\n") == 2 + 32 - 1 and "| d_ff | zero | preserved | preserved | preserved |" in table

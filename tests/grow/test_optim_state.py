@@ -1,4 +1,4 @@
-"""carry_optimizer_state: moments follow weights; new entries' first updates are of normal size."""
+"""carry_optimizer_state: moments follow gradients; groups, settings and the supported optimizers."""
 
 from __future__ import annotations
 
@@ -36,42 +36,46 @@ def test_old_entries_keep_their_moments() -> None:
         assert torch.equal(new_opt.state[p]["step"], opt.state[src]["step"])
 
 
-def test_split_rescales_moments_like_weights() -> None:
+def test_split_scales_moments_like_gradients() -> None:
+    """Split d_ff ×2: each copy of a unit gets half its gradient through the producers (``up``, copied),
+    and the consumers (``down``, halved) keep theirs; moments follow (m·r, v·r²), not the weights.
+    (New entries' moments and the kick they avoid: `tests/grow/test_optim_dynamics.py`.)"""
     old, opt = trained()
     new, record = gk.grow(old, gk.GrowthSpec(d_ff=74, method="split"))  # every unit doubled
     new_opt = gk.carry_optimizer_state(opt, new, record)
     down_old = opt.state[old.blocks[0].mlp.down.weight]
     down_new = new_opt.state[new.blocks[0].mlp.down.weight]
-    for j in (0, 37):  # unit 0 and its copy
-        assert torch.allclose(down_new["exp_avg"][:, j], down_old["exp_avg"][:, 0] / 2)
-        assert torch.allclose(down_new["exp_avg_sq"][:, j], down_old["exp_avg_sq"][:, 0] / 4)
     up_old, up_new = opt.state[old.blocks[0].mlp.up.weight], new_opt.state[new.blocks[0].mlp.up.weight]
-    assert torch.equal(up_new["exp_avg"][37], up_old["exp_avg"][0])  # producers are copied, not scaled
+    for j in (0, 37):  # unit 0 and its copy
+        assert torch.equal(down_new["exp_avg"][:, j], down_old["exp_avg"][:, 0])
+        assert torch.equal(down_new["exp_avg_sq"][:, j], down_old["exp_avg_sq"][:, 0])
+        assert torch.allclose(up_new["exp_avg"][j], up_old["exp_avg"][0] / 2, rtol=1e-15, atol=0)
+        assert torch.allclose(up_new["exp_avg_sq"][j], up_old["exp_avg_sq"][0] / 4, rtol=1e-15, atol=0)
 
 
-def first_update_ratio(policy: str) -> float:
-    """Median |Δw|/lr of new entries over that of old entries, for the first step after growth."""
-    old, opt = trained(steps=40)
-    new, record = gk.grow(old, gk.GrowthSpec(d_ff=60, method="masked"))
-    gk.ramp_masks(new, 1.0)  # let the new units act, so that they get ordinary gradients
+def test_amsgrad_max_is_a_second_moment() -> None:
+    old = tiny_model("llama")
+    opt = torch.optim.Adam(old.parameters(), lr=1e-3, amsgrad=True)
+    for step in range(3):
+        x = tokens(old, seed=step)
+        old(x, x)[1].backward()
+        opt.step()
+        opt.zero_grad()
+    new, record = gk.grow(old, gk.GrowthSpec(d_head=12, method="zero"))  # queries ×√2: gradients /√2
     new_opt = gk.carry_optimizer_state(opt, new, record)
-    up = new.blocks[1].mlp.up.weight
-    is_new = record.new_entries("blocks.1.mlp.up.weight", up.shape)
-    if policy == "zeros":  # the naive carry: new entries' moments 0 under the old step count
-        for key in ("exp_avg", "exp_avg_sq"):
-            new_opt.state[up][key][is_new] = 0.0
-    before = up.detach().clone()
-    x = tokens(new, seed=99)
-    new(x, x)[1].backward()
-    new_opt.step()
-    step = (up.detach() - before).abs() / 1e-3
-    return float(step[is_new].median() / step[~is_new].median())
+    q_old, q_new = opt.state[old.blocks[1].attn.q_proj.weight], new_opt.state[new.blocks[1].attn.q_proj.weight]
+    rows = ~record.new_entries("blocks.1.attn.q_proj.weight", new.blocks[1].attn.q_proj.weight.shape)[:, 0]
+    for key, factor in (("exp_avg", 2 ** -0.5), ("exp_avg_sq", 0.5), ("max_exp_avg_sq", 0.5)):
+        assert torch.allclose(q_new[key][rows], q_old[key] * factor, rtol=1e-12, atol=0), key
+    assert type(new_opt) is torch.optim.Adam and new_opt.defaults["amsgrad"]
 
 
-def test_first_update_of_new_entries_is_normal_size() -> None:
-    seeded, naive = first_update_ratio("seed"), first_update_ratio("zeros")
-    assert 0.01 < seeded < 1.5, seeded
-    assert naive > 2 * seeded, (naive, seeded)  # the policy is what keeps it normal
+def test_unknown_optimizer_is_refused_by_name() -> None:
+    old = tiny_model("gpt2")
+    opt = torch.optim.RMSprop(old.parameters(), lr=1e-3)
+    new, record = gk.grow(old, gk.GrowthSpec(d_ff=45))
+    with pytest.raises(gk.GrowkitError, match=r"cannot carry the state of RMSprop.*torch\.optim\.AdamW"):
+        gk.carry_optimizer_state(opt, new, record)
 
 
 def test_a_step_after_growth_lowers_the_loss() -> None:

@@ -19,7 +19,7 @@ BERT = gk.TransformerConfig(arch="bert", n_layers=2, d_model=32, n_heads=2, d_ff
 TARGETS = [{"d_ff": 64}, {"n_layers": 3}, {"n_layers": 4}, {"d_model": 64}, {"d_model": 40}, {"n_heads": 4},
            {"n_heads": 8, "n_kv_heads": 4}, {"n_heads": 6, "n_kv_heads": 3}, {"d_head": 32}, {"d_head": 24},
            {"d_head_v": 32}, {"max_seq_len": 32}, {"d_model": 64, "n_heads": 4, "d_ff": 80, "n_layers": 4}]
-METHODS = ["masked", "zero", "copy", "split", "stack", "interpolate"]
+METHODS = ["masked", "zero", "copy", "split", "stack", "interpolate", "tile"]
 
 
 def outcome(fn: object, model: gk.Transformer, spec: gk.GrowthSpec) -> tuple:

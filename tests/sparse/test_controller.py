@@ -311,3 +311,31 @@ def test_sparsify_errors() -> None:
     with pytest.raises(gk.GrowkitError, match=r"unknown key\(s\) in \[sparsity\]: densty"):
         SparsityConfig.from_dict({"densty": 0.1})
     assert SparsityConfig.from_dict({"density": 0.2, "block": 4}).block == 4
+
+
+def test_skip_runs_no_prune_and_regrow_and_drops_the_captured_gradients() -> None:
+    """A skipped (non-finite) step: masks, born steps and the generator stay; the NaN gradients captured for
+    a due RigL update are dropped; the next step's update runs on finite gradients."""
+    model = gk.Transformer(tiny_config("gpt2"), seed=5)
+    opt = adamw(model)
+    ctl = sparsify(model, SparsityConfig(density=0.25, block=8, update_every=1, total_steps=10, regrow="gradient",
+                                         grace_steps=0), optimizer=opt)
+    train(model, ctl, opt, range(1, 2))
+    x, y = batch(model.cfg, 2)
+    _, loss = model(x, y)
+    (loss * float("nan")).backward()  # step 2's gradients are NaN: the trainer skips the optimizer step
+    assert ctl._capture and all(torch.isnan(g).any() for g in ctl.captured_gradients().values())
+    masks = {n: m.clone() for n, m in ctl.block_masks.items()}
+    born = {n: b.clone() for n, b in ctl.born.items()}
+    generator = ctl.generator.get_state().clone()
+    opt.zero_grad(set_to_none=True)
+    ctl.skip(2)
+    assert ctl.last_step == 2 and ctl.captured_gradients() == {} and ctl._capture  # armed for step 3
+    assert all(torch.equal(masks[n], m) for n, m in ctl.block_masks.items())
+    assert all(torch.equal(born[n], b) for n, b in ctl.born.items())
+    assert torch.equal(generator, ctl.generator.get_state())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "no gradient was captured" would fail the test
+        train(model, ctl, opt, range(3, 4))  # checks the invariants (counts at target) after the update
+    assert any(not torch.equal(masks[n], m) for n, m in ctl.block_masks.items())  # step 3 did update
+    assert all(torch.isfinite(g).all() for g in ctl._grad_sum.values())

@@ -94,3 +94,25 @@ def test_sparsity_table_errors(tmp_path: Path) -> None:
         Trainer(config(tmp_path / "b16", "train.max_steps=2", "sparsity.block=16", "model.d_ff=40"))
     ok = RunConfig.from_toml(toml, ["sparsity.block=4"])
     assert ok.sparsity_config().block == 4 and RunConfig.default(["train.max_steps=2"]).sparsity_config() is None
+
+
+def test_a_skipped_nonfinite_step_runs_no_prune_and_regrow(tmp_path: Path) -> None:
+    from growkit import GrowkitWarning
+
+    trainer = Trainer(config(tmp_path, "train.max_steps=6", "run.eval_every=6", "sparsity.update_every=1",
+                             "sparsity.regrow='gradient'"))
+    assert trainer.sparsity is not None
+    trainer.train_step()
+
+    def nan_loss(module: torch.nn.Module, args: object, out: tuple) -> tuple:
+        return out[0], out[1] * float("nan")
+
+    handle = trainer.model.register_forward_hook(nan_loss)
+    masks = {n: m.clone() for n, m in trainer.sparsity.block_masks.items()}
+    with pytest.warns(GrowkitWarning, match="step 2: non-finite"):
+        trainer.train_step()  # an update step (update_every=1) with NaN gradients: skipped, no mask update
+    handle.remove()
+    assert trainer.state.skipped_steps == 1 and trainer.sparsity.last_step == 2
+    assert all(torch.equal(masks[n], m) for n, m in trainer.sparsity.block_masks.items())
+    trainer.train_step()  # a finite step: its RigL update runs
+    assert any(not torch.equal(masks[n], m) for n, m in trainer.sparsity.block_masks.items())

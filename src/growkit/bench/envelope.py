@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from growkit.bench.figures import save
 from growkit.bench.frontier import Match, Point, envelope_cost, frontier_cost, lower_hull, ratio
 from growkit.bench.scaling import Fit, compute_optimal, fit_loss_law, flops_per_token_curve
 from growkit.bench.schedules import Preset, Schedule, Shape, run_dict, seed_schedules
@@ -96,6 +97,9 @@ class EnvelopePreset:
     seeds: int = 2
     overtrain_factor: float = 4.0
     schedules: tuple[str, ...] = SCHEDULES
+    overtrained_schedules: tuple[str, ...] = SCHEDULES
+    """The schedules also run in the over-trained regime (a subset: its target is small, so several seed
+    schedules grow the same dimensions, and its runs are slow per FLOP)."""
     threads: int | None = None
 
 
@@ -104,7 +108,7 @@ class EnvelopePreset:
 #: job holds the other core). Sized from the quick preset's measured rates (1 thread, float32, AMD EPYC:
 #: ≈ 8 GFLOP/s at 1L×16, 20 at 2L×32, 24 at 3L×48) to ≈ 40 C of runs in about 100 minutes.
 FULL = EnvelopePreset(name="full", ladder=((2, 16), (2, 32), (3, 32), (3, 48), (4, 64)), flops=2e12,
-                      batch_size=16, threads=1)
+                      batch_size=16, threads=1, overtrained_schedules=("late", "stack", "msg", "copy"))
 #: ``--quick``: the same pipeline on 4 tiny sizes and a small budget (< 10 minutes).
 QUICK = EnvelopePreset(name="quick", ladder=((2, 16), (2, 32), (3, 48)), flops=1.2e11, seq_len=64,
                        batch_size=16, warmup_steps=5, ramp_steps=5, eval_batches=4, evals_per_run=2, min_steps=12,
@@ -468,6 +472,8 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
         for name in names:
             if name.startswith("follow") and (reg != "compute-optimal" or n_opt is None):
                 continue
+            if reg == REGIMES[1] and name not in p.overtrained_schedules:
+                continue
             sr = _run_schedule(bench, name, reg, target, usable, by_width, n_opt, tpoint.loss, seed=0,
                                target_lr=tuned[label(target.shape)])
             if sr is not None:
@@ -713,11 +719,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=7)
         ax.set_title(f"growkit bench envelope ({reg}): final points of fully decayed runs and eval curves", fontsize=9)
-        fig.tight_layout()
-        path = out / filename
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, out / filename))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     labels, xs = [], 0
     for j, (reg, d) in enumerate(data["regimes"].items()):
@@ -732,11 +734,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
     ax.set_xticks(range(len(labels)), labels, fontsize=7)
     ax.set_ylabel("FLOP speedup to the target loss")
     ax.set_title("speedup against the envelope (CO) and the target's own frontier (OT); hatched: a bound", fontsize=9)
-    fig.tight_layout()
-    path = out / PLOT_FILES[2]
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(save(fig, out / PLOT_FILES[2]))
     if data["fit"]:
         from growkit.bench.scaling import LossLaw
 
@@ -753,9 +751,5 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("validation loss")
         ax.legend(fontsize=7)
         ax.set_title("L(N, D) fit (lines) against the ladder's runs (points)", fontsize=9)
-        fig.tight_layout()
-        path = out / PLOT_FILES[3]
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, out / PLOT_FILES[3]))
     return written

@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file
 
+from growkit.errors import GrowkitError
 from growkit.train.faults import ENV
+from growkit.train.metrics import read_jsonl
 
 #: Checkpoints at every 3rd step; growth stages at steps 8 (d_ff, ramp 8 → 14) and 18 (compound: depth,
 #: width, heads, input length 16 → 32; ramp 18 → 26, new entries warmed up for 4 steps); 40 steps.
@@ -76,12 +78,30 @@ class Kill:
 
 
 @dataclass(frozen=True)
+class SecondWriter:
+    """A second training process on the same run dir while one trains (`growkit.train.runlock`): started
+    when the first has logged step ``at_step``, or together with it (``at_step=None``: two processes race
+    for the dir; either may win). The one that does not hold the lock must exit with status 2 and a
+    message naming the holder, and the run dir must end up holding one run's files."""
+
+    at_step: int | None = None
+    resume: bool = True
+    """The second process resumes (``--resume``) rather than starting a new run in the dir."""
+
+    def describe(self) -> str:
+        how = "--resume" if self.resume else "new run"
+        return f"2 writers together ({how})" if self.at_step is None else f"2nd writer@{self.at_step} ({how})"
+
+
+@dataclass(frozen=True)
 class Trial:
     name: str
     kills: tuple[Kill, ...]
     damage: str | None = None
     """After the last kill, damage the newest checkpoint: ``"flip"`` a byte of its weights or
     ``"truncate"`` its optimizer file; the resume must fall back to the checkpoint before it."""
+    second: SecondWriter | None = None
+    """After the kills (if any), the run is finished by two processes at once instead of one."""
 
 
 def deterministic_trials() -> list[Trial]:
@@ -104,6 +124,19 @@ def deterministic_trials() -> list[Trial]:
         Trial("three-kills", (k("5:after_optimizer"), k("14:mid_ramp"), k("30:mid_checkpoint"))),
         Trial("damaged-flip", (k("22:before_step"),), damage="flip"),
         Trial("damaged-truncate", (k("12:mid_ramp"),), damage="truncate"),
+    ]
+
+
+def second_writer_trials() -> list[Trial]:
+    """A second process writing to the run dir during a run: before the first checkpoint (as a new run), mid
+    ramp and at the second growth (as a resume), two started together (new runs, and resumes after a kill)."""
+    w = SecondWriter
+    return [
+        Trial("writer-new-early", (), second=w(at_step=2, resume=False)),
+        Trial("writer-resume-ramp", (), second=w(at_step=10)),
+        Trial("writer-resume-growth", (), second=w(at_step=18)),
+        Trial("writers-together", (), second=w(at_step=None, resume=False)),
+        Trial("writers-after-kill", (Kill("12:mid_ramp"),), second=w(at_step=None)),
     ]
 
 
@@ -145,6 +178,9 @@ def _child(run_dir: str, resume: bool, fault: str | None, log: str) -> None:
         cfg.growth = [dict(s) for s in GROWTH]
         cfg.validate()
         Trainer(cfg, resume=resume).fit()
+    except GrowkitError as e:  # as the CLI: one line, status 2 (a second writer refused by the run lock)
+        print(f"growkit: error: {e}", flush=True)
+        os._exit(2)
     except BaseException:  # the parent reads the log; the exit code says it failed
         traceback.print_exc()
         os._exit(1)
@@ -168,21 +204,33 @@ class Launcher:
         warm.start()
         warm.join()
 
+    def start(self, run_dir: Path, resume: bool, fault: str | None = None, log: str = "") -> Any:
+        """Start a training process on ``run_dir`` (the directory as it is); its output goes to
+        ``RUN.log`` (``RUN.LOG.log`` with ``log``)."""
+        name = f"{run_dir.name}.{log}.log" if log else f"{run_dir.name}.log"
+        p = self.ctx.Process(target=_child, args=(str(run_dir), resume, fault, str(run_dir.parent / name)))
+        p.start()
+        return p
+
     def launch(self, run_dir: Path, fault: str | None = None, kill_after_s: float | None = None) -> tuple[int, float]:
         """Run (or resume) the training at ``run_dir`` until it ends or is killed; (exit code, seconds)."""
-        resume = _has_checkpoint(run_dir)
-        if not resume and run_dir.exists():  # killed before its first checkpoint: nothing to resume
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        resume = _prepare(run_dir)
         start = time.perf_counter()
-        p = self.ctx.Process(target=_child, args=(str(run_dir), resume, fault, str(run_dir.parent /
-                                                                                   f"{run_dir.name}.log")))
-        p.start()
+        p = self.start(run_dir, resume, fault)
         p.join(kill_after_s)
         if p.is_alive():
             os.kill(p.pid, signal.SIGKILL)
             p.join()
         return p.exitcode, time.perf_counter() - start
+
+
+def _prepare(run_dir: Path) -> bool:
+    """Whether to resume: a run killed before its first checkpoint is started over (nothing to resume)."""
+    resume = _has_checkpoint(run_dir)
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return resume
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
@@ -198,9 +246,7 @@ def fingerprint(run_dir: Path) -> dict[str, Any]:
     for name in ("model.safetensors", "optimizer.safetensors"):
         for key, value in load_file(str(final / name)).items():
             tensors[f"{name}:{key}"] = (value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes())
-    train = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
-    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    train, evals, events = (read_jsonl(run_dir / name) for name in ("train.jsonl", "metrics.jsonl", "events.jsonl"))
     curve = [(r["step"], r["train_loss"]) for r in train]
     return {"tensors": tensors, "curve": curve, "final_train_loss": curve[-1][1] if curve else None,
             "final_val_loss": evals[-1]["val_loss"] if evals else None,
@@ -248,6 +294,8 @@ class TrialResult:
     fell_back: bool
     seconds: float
     problems: list[str]
+    refused: int = 0
+    """Second writers refused by the run lock (exit 2, the holder named)."""
 
     @property
     def ok(self) -> bool:
@@ -259,10 +307,11 @@ def run_trial(trial: Trial, root: Path, launcher: Launcher, reference: dict[str,
     """Kill, resume (as often as the trial says), finish, compare with the reference."""
     run_dir = root / trial.name
     shutil.rmtree(run_dir, ignore_errors=True)
-    (root / f"{trial.name}.log").unlink(missing_ok=True)
+    for log in (f"{trial.name}.log", f"{trial.name}.second.log"):
+        (root / log).unlink(missing_ok=True)
     start = time.perf_counter()
     problems: list[str] = []
-    landed = launches = 0
+    landed = launches = refused = 0
     finished = False
     for kill in trial.kills:
         delay = None if kill.after is None else kill.after * ref_seconds
@@ -286,7 +335,11 @@ def run_trial(trial: Trial, root: Path, launcher: Launcher, reference: dict[str,
             problems.append(f"{kill.describe()}: the run failed (exit code {code}), see {trial.name}.log")
             break
     damaged = damage_newest(run_dir, trial.damage) if trial.damage and not problems else None
-    if not problems and not finished:
+    if not problems and not finished and trial.second is not None:
+        found = two_writers(run_dir, trial.second, launcher)
+        launches, refused = launches + 2, refused + (not found)
+        problems += [f"{trial.second.describe()}: {p}" for p in found]
+    elif not problems and not finished:
         code, _ = launcher.launch(run_dir)
         launches += 1
         if code != 0:
@@ -296,8 +349,57 @@ def run_trial(trial: Trial, root: Path, launcher: Launcher, reference: dict[str,
         problems.append(f"the damaged {damaged} was not set aside as corrupt-{damaged}")
     if not problems:
         problems += compare(reference, fingerprint(run_dir))
-    return TrialResult(trial.name, [k.describe() for k in trial.kills], landed, launches, damaged, fell_back,
-                       round(time.perf_counter() - start, 2), problems)
+    kills = [k.describe() for k in trial.kills] + ([trial.second.describe()] if trial.second else [])
+    return TrialResult(trial.name, kills, landed, launches, damaged, fell_back, round(time.perf_counter() - start, 2),
+                       problems, refused)
+
+
+def two_writers(run_dir: Path, second: SecondWriter, launcher: Launcher, timeout_s: float = 600) -> list[str]:
+    """Finish the run at ``run_dir`` with a second writer on it (see `SecondWriter`); returns the problems
+    (empty: exactly one process ran, the other exited 2 naming it, and both locks files are gone)."""
+    resume = _prepare(run_dir)
+    logs = {"first": run_dir.parent / f"{run_dir.name}.log", "second": run_dir.parent / f"{run_dir.name}.second.log"}
+    first = launcher.start(run_dir, resume)
+    if second.at_step is not None:  # wait until the first has trained to at_step (or ended)
+        while first.is_alive() and _last_step(run_dir) < second.at_step:
+            time.sleep(0.005)
+        if not first.is_alive():
+            first.join()
+            return [f"the first writer ended (exit code {first.exitcode}) before the second started"]
+    other = launcher.start(run_dir, second.resume if second.at_step is not None else resume, log="second")
+    for p in (first, other):
+        p.join(timeout_s)
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGKILL)
+            p.join()
+    codes = {"first": first.exitcode, "second": other.exitcode}
+    if sorted(codes.values()) != [0, 2]:
+        return [f"exit codes {codes} (want one 0 and one 2), see the logs"]
+    winner, loser = ("first", "second") if codes["first"] == 0 else ("second", "first")
+    pid = (first if winner == "first" else other).pid
+    text = logs[loser].read_text(errors="replace") if logs[loser].exists() else ""
+    problems = []
+    if f"is in use by another growkit process (pid {pid} on host" not in text:
+        problems.append(f"the {loser} writer was not refused by the lock naming pid {pid}: see {logs[loser].name}")
+    left = [n for n in (".lock", ".lock.json") if (run_dir / n).exists()]
+    if left:
+        problems.append(f"lock files left behind: {left}")
+    return problems
+
+
+def _last_step(run_dir: Path) -> int:
+    """The last step in train.jsonl (-1: none yet); a torn last line is ignored."""
+    path = run_dir / "train.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return -1
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return -1
 
 
 def run_reference(root: Path, launcher: Launcher) -> tuple[dict[str, Any], float]:

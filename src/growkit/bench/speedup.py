@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from growkit.bench.figures import save
 from growkit.bench.frontier import (  # noqa: F401  (re-exported: the math used to live here)
     Headline,
     Match,
@@ -505,11 +506,7 @@ def plot(results: list[RunResult], summary: dict[str, Any], out: Path) -> list[P
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=8)
         ax.set_title("growkit bench speedup: each run's LR fully decayed at its own budget", fontsize=9)
-        fig.tight_layout()
-        path = out / filename
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, out / filename))
     return written
 
 

@@ -21,7 +21,7 @@ from growkit.grow.heads import grow_n_heads
 from growkit.grow.length import grow_max_seq_len
 from growkit.grow.masks import fold_masks, mask_level, ramp_masks
 from growkit.grow.optim_state import carry_optimizer_state
-from growkit.grow.spec import APPLICABLE, DIMENSIONS, METHODS, STRICT, GrowthSpec, check_applicable
+from growkit.grow.spec import APPLICABLE, DIMENSIONS, METHODS, STRICT, GrowthSpec, check_applicable, check_std
 from growkit.grow.state import GrowthState
 from growkit.grow.verify import check_preserved
 from growkit.grow.width import grow_d_model
@@ -57,6 +57,7 @@ def grow(model: Transformer, spec: GrowthSpec | dict[str, Any]) -> tuple[Transfo
     changes = spec.changes(cfg)
     for dim in changes:
         check_applicable(dim, spec.method_for(dim))
+        check_std(dim, spec.method_for(dim), spec.std if spec.std is not None else cfg.init_std)
     level = mask_level(model)
     if level is not None and level < 1.0:
         raise GrowkitError(f"the model still has growth masks at c = {level:g} from an earlier masked growth: ramp "

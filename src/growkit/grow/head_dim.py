@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from growkit.errors import GrowkitError
-from growkit.grow.methods import Slot, _add_cancelling_noise, axis_index, expand_units, unit_source
+from growkit.grow.methods import Slot, expand_slot, expand_units, fresh_values, mask_value, per_copy, unit_source
 from growkit.grow.state import GrowthState
 
 
@@ -80,27 +80,19 @@ def grow_d_head(state: GrowthState, old: int, new: int, method: str) -> None:
     if rope:
         _check_rope(old, new, method)
     src = channel_source(old, new, method, rope)
-    counts = torch.bincount(src[src >= 0], minlength=old).to(torch.float64)
-    per_copy = 1.0 / counts[src.clamp(min=0)] if method == "split" else torch.ones(new, dtype=torch.float64)
-    q_scale = torch.where(src >= 0, math.sqrt(new / old) * per_copy, 1.0)
-    pad: float | str = 0.0 if method == "copy" and state.std == 0 else "random"
-    fresh_q = {"masked": "random", "zero": 0.0, "split": 0.0, "copy": pad}[method]
+    split = method == "split"
+    copies = per_copy(src, old) if split else torch.ones(new, dtype=torch.float64)
+    q_scale = torch.where(src >= 0, math.sqrt(new / old) * copies, 1.0)
     for layer in range(cfg.n_layers):
         p = f"blocks.{layer}.attn."
-        for name in ("q_proj.weight", "q_proj.bias"):
-            slot = Slot(p + name, 0, cfg.n_heads, 1)
-            if slot.name in state.tensors:
-                state.expand(slot.name, 0, axis_index(src, old, slot), fresh_q, q_scale.repeat(cfg.n_heads))
-        if method == "split":
-            _add_cancelling_noise(state, Slot(p + "q_proj.weight", 0, cfg.n_heads, 1), src)
+        for name in ("q_proj.weight", "q_proj.bias"):  # the zero side
+            expand_slot(state, Slot(p + name, 0, cfg.n_heads, 1), src, old, fresh_values(state, method, "zero"),
+                        q_scale, noise=split and name == "q_proj.weight")
         for name in ("k_proj.weight", "k_proj.bias"):
-            slot = Slot(p + name, 0, cfg.n_kv_heads, 1)
-            if slot.name in state.tensors:
-                state.expand(slot.name, 0, axis_index(src, old, slot), pad)
+            expand_slot(state, Slot(p + name, 0, cfg.n_kv_heads, 1), src, old, fresh_values(state, method, "live"))
         if method == "masked":
             state.mask(p + "qk_mask", (old,))
-        if p + "qk_mask" in state.tensors:
-            state.expand(p + "qk_mask", 0, src, 0.0 if method == "masked" else 1.0)
+        expand_slot(state, Slot(p + "qk_mask", 0), src, old, mask_value(method))
     state.cfg = cfg.replace(d_head=new)
 
 

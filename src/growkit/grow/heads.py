@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from growkit.errors import GrowkitError
-from growkit.grow.methods import Slot, _add_cancelling_noise, axis_index
+from growkit.grow.methods import Slot, expand_slot, fresh_values, mask_value, per_copy
 from growkit.grow.state import GrowthState
 
 
@@ -146,31 +146,23 @@ def grow_n_heads(state: GrowthState, old: int, new: int, method: str) -> None:
                            f"heads must be copies too: use method 'split' for n_kv_heads as well (the default "
                            f"when n_kv_heads has no method of its own), not {kv_method!r}")
     q_src, kv_src = gqa_layout(old, kv_old, new, kv_new, copy_q=method == "split", copy_kv=kv_method == "split")
-    pad: float | str = 0.0 if method == "copy" and state.std == 0 else "random"
-    kv_pad: float | str = 0.0 if kv_method == "copy" and state.std == 0 else "random"
-    fresh_o = {"masked": "random", "zero": 0.0, "split": 0.0, "copy": pad}[method]
-    counts = torch.bincount(q_src[q_src >= 0], minlength=old).to(torch.float64)
-    o_scale = torch.where(q_src >= 0, 1.0 / counts[q_src.clamp(min=0)], 1.0)
+    q_fresh, kv_fresh = fresh_values(state, method, "live"), fresh_values(state, kv_method, "live")
+    split = method == "split"
     dh, dv = cfg.d_head, cfg.d_head_v
     for layer in range(cfg.n_layers):
         p = f"blocks.{layer}.attn."
-        edits = [("q_proj.weight", 0, q_src, old, dh, pad), ("q_proj.bias", 0, q_src, old, dh, pad),
-                 ("k_proj.weight", 0, kv_src, kv_old, dh, kv_pad), ("k_proj.bias", 0, kv_src, kv_old, dh, kv_pad),
-                 ("v_proj.weight", 0, kv_src, kv_old, dv, kv_pad), ("v_proj.bias", 0, kv_src, kv_old, dv, kv_pad)]
-        for name, axis, src, units, width, fresh in edits:
-            if p + name in state.tensors and not _is_identity(src, units):
-                state.expand(p + name, axis, axis_index(src, units, Slot(p + name, axis, 1, width)), fresh)
+        edits = [("q_proj", q_src, old, dh, q_fresh), ("k_proj", kv_src, kv_old, dh, kv_fresh),
+                 ("v_proj", kv_src, kv_old, dv, kv_fresh)]
+        for proj, src, units, width, fresh in edits:
+            if not _is_identity(src, units):
+                for name in (f"{proj}.weight", f"{proj}.bias"):
+                    expand_slot(state, Slot(p + name, 0, 1, width), src, units, fresh)
         if _is_identity(q_src, old):
             continue  # only KV heads were duplicated (4q/2kv → 4q/4kv): queries, outputs, masks unchanged
-        o_slot = Slot(p + "o_proj.weight", 1, 1, dv)
-        o_ix = axis_index(q_src, old, o_slot)
-        if method == "split":
-            state.expand(o_slot.name, 1, o_ix, fresh_o, o_scale.repeat_interleave(dv))
-            _add_cancelling_noise(state, o_slot, q_src)
-        else:
-            state.expand(o_slot.name, 1, o_ix, fresh_o)
+        # o_proj columns: the zero side (split: divided by the copies, with cancelling noise)
+        expand_slot(state, Slot(p + "o_proj.weight", 1, 1, dv), q_src, old, fresh_values(state, method, "zero"),
+                    per_copy(q_src, old) if split else None, noise=split)
         if method == "masked" and new > old:
             state.mask(p + "head_mask", (old, dv))
-        if p + "head_mask" in state.tensors:
-            state.expand(p + "head_mask", 0, q_src, 0.0 if method == "masked" else 1.0)
+        expand_slot(state, Slot(p + "head_mask", 0), q_src, old, mask_value(method))
     state.cfg = cfg.replace(n_heads=new, n_kv_heads=kv_new)

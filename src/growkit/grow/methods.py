@@ -20,6 +20,12 @@ Per method, for units appended at positions n … n̂−1:
   Σ copies = the old contribution. Noise ±ε is added to pairs of copies' consumer weights, cancelling
   in the sum, to break symmetry.
 
+Which side is the *zero side* depends on the dimension: it is the side whose 0 keeps the function
+(FFN and value channels: consumers; heads: o_proj columns; q/k channels: the q rows; d_model: the
+producers, which must keep the new stream channels 0). `fresh_values` is the one table of what a new
+unit's entries hold, by method and side; every operator asks it, and `expand_slot` is the one edit
+of a tensor along a unit axis (copies, split's division and cancelling noise, fresh values).
+
 Tensor axes are laid out as ``groups × units × width`` (e.g. ``q_proj`` rows are heads × d_head:
 groups 1, width d_head; ``v_proj`` rows growing d_head_v are n_kv_heads groups × d_head_v units).
 """
@@ -27,6 +33,7 @@ groups 1, width d_head; ``v_proj`` rows growing d_head_v are n_kv_heads groups �
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -42,6 +49,47 @@ class Slot:
     axis: int
     groups: int = 1
     width: int = 1
+
+
+Side = Literal["live", "zero"]
+
+
+def fresh_values(state: GrowthState, method: str, side: Side) -> float | str:
+    """What the new entries of a unit hold under ``method`` on ``side`` (``"random"``: N(0, std²)).
+
+    ``zero`` and ``split`` put exactly 0 on the zero side (split's new units are copies, so this only
+    fills entries that copy nothing) and random values on the live side; ``masked`` makes both sides
+    random (the mask keeps the function); ``copy`` pads both sides with N(0, std²), zeros at std 0
+    (`growkit.grow.spec.check_std` refuses std 0 for ``zero`` and ``masked``, where it makes dead units).
+    """
+    if method == "copy" and state.std == 0:
+        return 0.0
+    return 0.0 if side == "zero" and method in ("zero", "split") else "random"
+
+
+def mask_value(method: str) -> float:
+    """A growth mask's value on new units: 0 for ``masked`` (the unit is off until ramped), else 1."""
+    return 0.0 if method == "masked" else 1.0
+
+
+def per_copy(src: Tensor, old: int) -> Tensor:
+    """Per new unit, 1/(number of copies of its source) — split divides the zero side by it — and 1 for a
+    fresh unit (float64)."""
+    counts = torch.bincount(src[src >= 0], minlength=old).to(torch.float64)
+    return torch.where(src >= 0, 1.0 / counts[src.clamp(min=0)], torch.ones(len(src), dtype=torch.float64))
+
+
+def expand_slot(state: GrowthState, slot: Slot, src: Tensor, old: int, fresh: float | str | Tensor,
+                unit_scale: Tensor | None = None, noise: bool = False) -> None:
+    """Grow one tensor along its unit axis: new unit j takes old unit ``src[j]``'s entries times
+    ``unit_scale[j]`` (per unit), or ``fresh`` where ``src[j] = -1``; ``noise`` adds split's cancelling
+    noise to pairs of copies. A tensor the model does not have (a bias of a bias-free llama) is skipped."""
+    if slot.name not in state.tensors:
+        return
+    scale = _axis_vector(unit_scale, slot) if unit_scale is not None else None
+    state.expand(slot.name, slot.axis, axis_index(src, old, slot), fresh, scale)
+    if noise:
+        _add_cancelling_noise(state, slot, src)
 
 
 def unit_source(old: int, new: int, method: str) -> Tensor:
@@ -74,33 +122,29 @@ def expand_units(
     consumers: list[Slot],
     masks: list[Slot] = (),
     mask_shape: dict[str, tuple[int, ...]] | None = None,
+    zero_side: Literal["producers", "consumers"] = "consumers",
 ) -> Tensor:
     """Grow a unit dimension from ``old`` to ``new`` in every producer, consumer and mask tensor.
 
     Tensors named in a slot that the model does not have (e.g. biases of a bias-free llama) are
     skipped. ``masks`` are only written by ``masked`` growth (created as ones at the old size from
     ``mask_shape`` when absent, new units 0) and are widened with their existing values otherwise.
-    Returns the unit source index (new unit → old unit or -1).
+    ``zero_side``: which side ``zero`` sets to 0: the consumers, except for d_model, whose new stream
+    channels must stay 0 (``split`` always divides the consumers). Returns the unit source index (new
+    unit → old unit or -1).
     """
     src = unit_source(old, new, method)
-    counts = torch.bincount(src[src >= 0], minlength=old).to(torch.float64)
-    consumer_scale = torch.where(src >= 0, 1.0 / counts[src.clamp(min=0)], torch.ones(len(src), dtype=torch.float64))
-    pad: float | str = 0.0 if method == "copy" and state.std == 0 else "random"
-    fresh_producer, fresh_consumer = pad, {"masked": "random", "zero": 0.0, "split": 0.0, "copy": pad}[method]
+    split = method == "split"
+    producer_side, consumer_side = ("zero", "live") if zero_side == "producers" else ("live", "zero")
     for slot in producers:
-        if slot.name in state.tensors:
-            state.expand(slot.name, slot.axis, axis_index(src, old, slot), fresh_producer)
+        expand_slot(state, slot, src, old, fresh_values(state, method, producer_side))
     for slot in consumers:
-        if slot.name in state.tensors:
-            scale = _axis_vector(consumer_scale, slot) if method == "split" else None
-            state.expand(slot.name, slot.axis, axis_index(src, old, slot), fresh_consumer, scale)
-            if method == "split":
-                _add_cancelling_noise(state, slot, src)
+        expand_slot(state, slot, src, old, fresh_values(state, method, consumer_side),
+                    per_copy(src, old) if split else None, noise=split)
     for slot in masks:
         if method == "masked":
             state.mask(slot.name, (mask_shape or {})[slot.name])
-        if slot.name in state.tensors:
-            state.expand(slot.name, slot.axis, axis_index(src, old, slot), 0.0 if method == "masked" else 1.0)
+        expand_slot(state, slot, src, old, mask_value(method))
     return src
 
 

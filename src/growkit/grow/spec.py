@@ -19,7 +19,7 @@ from growkit.errors import GrowkitError
 DIMENSIONS = ("d_ff", "n_heads", "n_kv_heads", "d_head", "d_head_v", "d_model", "n_layers", "max_seq_len")
 ALIASES = {"depth": "n_layers", "width": "d_model", "hidden": "d_model", "ffn": "d_ff", "heads": "n_heads",
            "length": "max_seq_len", "seq_len": "max_seq_len"}
-METHODS = ("masked", "zero", "copy", "split", "stack", "interpolate")
+METHODS = ("masked", "zero", "copy", "split", "stack", "interpolate", "tile")
 #: Which methods make sense for which dimension.
 APPLICABLE = {
     "n_layers": ("masked", "zero", "copy", "stack", "interpolate"),
@@ -29,7 +29,7 @@ APPLICABLE = {
     "n_kv_heads": ("masked", "zero", "copy", "split"),
     "d_head": ("masked", "zero", "copy", "split"),
     "d_head_v": ("masked", "zero", "copy", "split"),
-    "max_seq_len": ("masked", "zero", "copy", "split", "stack", "interpolate"),
+    "max_seq_len": ("masked", "zero", "copy", "split", "stack", "tile", "interpolate"),
 }
 #: Methods that promise an exactly preserved function (a GrowkitError where they cannot keep it).
 STRICT = ("masked", "zero", "split")
@@ -44,7 +44,8 @@ class GrowthSpec:
         depth_placement: where new layers go: ``"top"`` (appended), ``"bottom"``, ``"interleave"``
             (spread evenly between old layers), ``"middle"``, or a list of the new layers' indices in
             the grown model.
-        std: standard deviation of new random weights (default: the model's ``init_std``).
+        std: standard deviation of new random weights (default: the model's ``init_std``). 0 pads
+            with zeros under ``copy``; ``zero`` and ``masked`` refuse it where it would make dead units.
         seed: seed of the generator that draws new random weights.
         noise: ``split`` only: relative size of the symmetry-breaking noise that cancels in pairs.
     """
@@ -139,6 +140,21 @@ def _resolve_methods(method: str | dict[str, str]) -> dict[str, str]:
     if "n_kv_heads" not in (method if isinstance(method, dict) else {}):
         chosen["n_kv_heads"] = chosen["n_heads"]  # K/V heads grow with the query heads by default
     return chosen
+
+
+#: Methods whose new units get their life from random values on one side (``zero``: the other side is 0;
+#: ``masked``: both sides random, the mask 0): with ``std = 0`` both sides are 0 and so is every
+#: gradient of the unit, forever. Position rows (max_seq_len) are not units: zeros there are fine.
+NEEDS_RANDOM = ("zero", "masked")
+
+
+def check_std(dim: str, method: str, std: float) -> None:
+    """Refuse ``std = 0`` where it makes dead units (see `NEEDS_RANDOM`)."""
+    if std == 0 and method in NEEDS_RANDOM and dim != "max_seq_len":
+        raise GrowkitError(
+            f"std = 0 with method {method!r} for {dim} makes dead units: both sides of every new unit are 0, so "
+            f"their gradients are 0 forever; leave std unset (the model's init_std) or set it > 0 (zeros are "
+            f"the padding of method 'copy', which allows std = 0)")
 
 
 def check_applicable(dim: str, method: str) -> None:

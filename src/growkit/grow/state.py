@@ -43,12 +43,15 @@ class GrowthState:
 
     # -- edits ---------------------------------------------------------------------------------
     def expand(self, name: str, axis: int, index: Tensor, new_values: Tensor | float | str = 0.0,
-               scale: Tensor | None = None) -> Tensor:
+               scale: Tensor | None = None, shared: bool = True) -> Tensor:
         """Rebuild axis ``axis`` of tensor ``name``: position i takes old slice ``index[i]`` (times
         ``scale[i]``) where ``index[i] >= 0``, and ``new_values`` where it is -1.
 
         ``new_values``: a number (every new entry), ``"random"`` (N(0, std²)), or a full tensor of the
-        NEW shape whose entries are used at the new positions.
+        NEW shape whose entries are used at the new positions. ``shared``: repeated old positions are
+        copies that share the old slice's gradient (a duplicated unit: recorded gradient factor
+        1/(copies·scale)); False for copies that each get their own gradient, such as position rows
+        (factor 1/scale).
         """
         old = self.tensors[name]
         index = index.to(torch.long)
@@ -63,7 +66,7 @@ class GrowthState:
             new_values = self.random(out.shape, out)
         fill = new_values if isinstance(new_values, Tensor) else torch.full_like(out, float(new_values))
         self.tensors[name] = torch.where(is_new, fill.to(out.dtype), out)
-        self._compose(name, axis, index, scale)
+        self._compose(name, axis, index, scale, shared)
         return self.tensors[name]
 
     def scale_axis(self, name: str, axis: int, factor: Tensor | float) -> Tensor:
@@ -93,7 +96,7 @@ class GrowthState:
         """``dst`` becomes a copy of ``src`` whose entries come from wherever ``src``'s came from."""
         self.tensors[dst] = self.tensors[src].clone()
         m = self.record.maps[src]
-        self.record.maps[dst] = TensorMap(m.source, list(m.index), list(m.scale))
+        self.record.maps[dst] = TensorMap(m.source, list(m.index), list(m.scale), list(m.grad))
 
     def remove(self, name: str) -> None:
         del self.tensors[name]
@@ -106,18 +109,32 @@ class GrowthState:
             self.add(name, torch.ones(size, dtype=torch.float32))
         return self.tensors[name]
 
-    def _compose(self, name: str, axis: int, index: Tensor, scale: Tensor | None) -> None:
+    def _compose(self, name: str, axis: int, index: Tensor, scale: Tensor | None, shared: bool = True) -> None:
+        """Compose this edit of ``axis`` with the map so far: index through index, weight factors
+        multiplied, and gradient factors multiplied by this edit's 1/(copies · scale) (see
+        `growkit.record`: an old slice held by k copies, each times s, gets gradient ∇/(k·s))."""
         m = self.record.maps[name]
-        prev_ix, prev_sc = m.index[axis], m.scale[axis]
         keep = index >= 0
         safe = index.clamp(min=0)
-        new_ix = index if prev_ix is None else torch.where(keep, prev_ix[safe], -1)
-        new_sc = None
-        if scale is not None or prev_sc is not None:
-            a = prev_sc[safe] if prev_sc is not None else torch.ones(len(index))
-            b = scale.to(torch.float64) if scale is not None else torch.ones(len(index), dtype=torch.float64)
-            new_sc = torch.where(keep, a.to(torch.float64) * b, torch.ones_like(b))
-        m.index[axis], m.scale[axis] = new_ix, new_sc
+        ones = torch.ones(len(index), dtype=torch.float64)
+        b = scale.to(torch.float64) if scale is not None else ones
+        copies = torch.bincount(index[keep], minlength=int(safe.max()) + 1 if len(index) else 0).to(torch.float64)
+        if not shared:
+            copies = torch.ones_like(copies)
+        grad = torch.where(keep, 1.0 / (copies[safe] * b), ones)
+        m.index[axis] = index if m.index[axis] is None else torch.where(keep, m.index[axis][safe], -1)
+        m.scale[axis] = _compose_factor(m.scale[axis], None if scale is None else b, keep, safe)
+        m.grad[axis] = _compose_factor(m.grad[axis], None if bool((grad == 1).all()) else grad, keep, safe)
+
+
+def _compose_factor(prev: Tensor | None, this: Tensor | None, keep: Tensor, safe: Tensor) -> Tensor | None:
+    """Per-position factor after an edit: the previous factor of the source position times this edit's
+    (1 on new positions); None when both are None (all ones)."""
+    if prev is None and this is None:
+        return None
+    a = prev[safe].to(torch.float64) if prev is not None else torch.ones(len(safe), dtype=torch.float64)
+    b = this if this is not None else torch.ones(len(safe), dtype=torch.float64)
+    return torch.where(keep, a * b, torch.ones_like(b))
 
 
 def block_index(old_units: int, new_units: int, width: int) -> Tensor:

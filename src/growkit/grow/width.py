@@ -97,22 +97,14 @@ def grow_d_model(state: GrowthState, old: int, new: int, method: str) -> None:
             for name in (f"{head_norm}.weight", f"{head_norm}.bias"):
                 if name in state.tensors:
                     state.scale_axis(name, 0, _full(new, 1.0 / k))
-    elif method == "zero":
-        index = padded_index(old, new)
-        for slot in producers:
-            if slot.name in state.tensors:
-                state.expand(slot.name, slot.axis, index, 0.0)
-        for slot in consumers:
-            if slot.name in state.tensors:
-                state.expand(slot.name, slot.axis, index, "random")
+    elif method == "zero":  # the new stream channels stay 0: the producers are the zero side
+        expand_units(state, method, old, new, producers, consumers, mask, mask_shape, zero_side="producers")
         # RMSNorm only (LayerNorm was refused): old gains × √(h/ĥ), eps × h/ĥ
         for slot in gains:
             if slot.name in state.tensors:
                 state.scale_axis(slot.name, 0, _full(old, math.sqrt(old / new)))
         norm_eps = cfg.norm_eps * old / new
         _pad_norms(state, old, new, gains, biases)
-        if "width_mask" in state.tensors:
-            state.expand("width_mask", 0, index, 1.0)
     else:  # masked, copy
         expand_units(state, method, old, new, producers, consumers, mask, mask_shape)
         _pad_norms(state, old, new, gains, biases)

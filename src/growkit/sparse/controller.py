@@ -155,6 +155,15 @@ class SparsityController:
         self._arm_capture()
         return updated
 
+    def skip(self, global_step: int) -> None:
+        """Call instead of `step` after an optimizer step that was skipped (a non-finite loss or gradient,
+        `growkit.train.numerics`): the step is counted, but no prune-and-regrow runs even when
+        ``global_step`` is an update step (its scores would be non-finite gradients), the masks and the
+        generator stay as they are, and the gradients captured for it are dropped (the capture is re-armed
+        for the next step). The weights were not updated, so nothing needs re-masking."""
+        self.last_step = int(global_step)
+        self._arm_capture()
+
     @torch.no_grad()
     def apply(self) -> None:
         """W ← M ⊙ W, and every optimizer state tensor shaped like W likewise."""

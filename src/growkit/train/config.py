@@ -102,6 +102,10 @@ class RunSection:
     tensorboard: bool = True
     """Also write TensorBoard events when the ``tensorboard`` package is installed."""
     plots: bool = True
+    wandb: str | None = None
+    """A Weights & Biases project to log to (None: off; needs the ``wandb`` extra)."""
+    wandb_mode: str = "offline"
+    """``offline`` (written under RUN_DIR/wandb, synced later with ``wandb sync``) or ``online``."""
 
 
 @dataclass
@@ -188,6 +192,7 @@ class RunConfig:
             raise GrowkitError(f"train.decay_fraction must be in (0, 1] (the share of the run spent decaying), "
                                f"got {t.decay_fraction}")
         _choice("train.dtype", t.dtype, ("auto", "float32", "bfloat16"))
+        _choice("run.wandb_mode", r.wandb_mode, ("offline", "online"))
         _choice("parallel.backend", self.parallel.backend, ("auto", "gloo", "nccl"))
         if not 0.0 < dt.val_fraction < 1.0:
             raise GrowkitError(f"data.val_fraction must be between 0 and 1, got {dt.val_fraction}")

@@ -22,15 +22,24 @@ from growkit.data.tokenizer import EOT, MASK, PAD, shipped_bpe_text
 from growkit.errors import GrowkitError
 from growkit.model import Transformer
 from growkit.train.checkpoint import read_checkpoint
+from growkit.train.runlock import RunLock
 
 
-def export_run(source: str | Path, out: str | Path, base: str | Path | None = None) -> dict[str, Any]:
+def export_run(source: str | Path, out: str | Path, base: str | Path | None = None,
+               force_unlock: bool = False) -> dict[str, Any]:
     """Write the model of checkpoint ``source`` (a checkpoint dir, or a run dir: its latest) to ``out`` as a
     save_pretrained folder; reload it with transformers and compare logits.
 
-    Returns ``{"out", "hf_class", "step", "params", "tokenizer", "max_abs_dlogits"}`` (the last: float32
-    logits of the reloaded folder vs growkit's on a fixed random batch).
+    ``out`` is locked while it is written (`growkit.train.runlock`, from beside it); ``source`` is only read
+    (a complete checkpoint, even while its run trains) and takes no lock. Returns ``{"out", "hf_class",
+    "step", "params", "tokenizer", "max_abs_dlogits"}`` (the last: float32 logits of the reloaded folder vs
+    growkit's on a fixed random batch).
     """
+    with RunLock(Path(out), beside=True, force=force_unlock):
+        return _export(source, out, base)
+
+
+def _export(source: str | Path, out: str | Path, base: str | Path | None) -> dict[str, Any]:
     from growkit.adapters.hf_io import load_pretrained, save_pretrained
 
     ckpt = read_checkpoint(Path(source))

@@ -25,13 +25,21 @@ from growkit.sparse import SparsityController
 from growkit.train.checkpoint import read_checkpoint, write_checkpoint
 from growkit.train.config import RunConfig, TrainConfig
 from growkit.train.loop import build_optimizer
+from growkit.train.runlock import RunLock
 
 
-def grow_checkpoint(source: Path, spec: GrowthSpec, out: Path) -> dict[str, Any]:
+def grow_checkpoint(source: Path, spec: GrowthSpec, out: Path, force_unlock: bool = False) -> dict[str, Any]:
     """Grow the checkpoint at ``source`` (a checkpoint dir or a run dir) into a new checkpoint ``out``.
 
-    Returns the old and new configs and the max |Δlogits| of the growth on a fixed random batch.
+    ``out`` is locked while it is written (`growkit.train.runlock`, beside it: it is renamed into place
+    whole); ``source`` is only read and takes no lock. Returns the old and new configs and the max
+    |Δlogits| of the growth on a fixed random batch.
     """
+    with RunLock(out, beside=True, force=force_unlock):
+        return _grow_checkpoint(source, spec, out)
+
+
+def _grow_checkpoint(source: Path, spec: GrowthSpec, out: Path) -> dict[str, Any]:
     if out.exists():
         raise GrowkitError(f"{out} already exists: choose a new --out (nothing was overwritten)")
     ckpt = read_checkpoint(source)

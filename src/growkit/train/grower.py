@@ -21,10 +21,12 @@ steps done so far), does in order:
    the LR is yours and a stage with an LR policy or ``lr_scale`` is refused when the Grower is built.
 
 and returns the model and optimizer to use from now on (new objects after a growth: keep using the
-returned ones). **New-entry warmup** (``new_lr_warmup_steps = W``) needs no call: the Grower hooks the
-optimizer it returns (``register_step_pre_hook``/``post_hook``), and each ``optimizer.step()`` scales the
-update of the entries the last growth added by min(1, (t − t_g + 1)/W), which for AdamW (weight decay
-included) is the same as a per-entry LR.
+returned ones, and drop your references to the old ones — after each growth the Grower frees what is
+unreferenced and returns it to the OS, `growkit.train.memory`). **New-entry warmup**
+(``new_lr_warmup_steps = W``) needs no call: the Grower hooks the optimizer it returns
+(``register_step_pre_hook``/``post_hook``), and each ``optimizer.step()`` scales the update of the entries
+the last growth added by min(1, (t − t_g + 1)/W), which for AdamW (weight decay included) is the same as a
+per-entry LR.
 
 **Checked before step 0.** Building a Grower applies every stage, in order, to the model's shapes on
 the meta device (`growkit.train.plan`); an impossible schedule is a one-line `GrowkitError` naming the
@@ -61,6 +63,7 @@ from growkit.sparse.masks import block_grid, sparse_targets
 from growkit.train.distributed import MakeOptimizer, Parallel
 from growkit.train.faults import fault_point
 from growkit.train.growth import GrowthStage, parse_stages, ramp_value
+from growkit.train.memory import release_memory
 from growkit.train.plan import plan_schedule
 from growkit.train.schedule import with_lr_policy
 
@@ -243,6 +246,7 @@ class Grower:
             s.ramp_start, s.ramp_steps = s.step, 0
             self._move_ramp()
         self._grow(stage)
+        release_memory()  # the old model and optimizer state are garbage now: give their memory back
         if stage.seq_len:
             s.seq_len = stage.seq_len
         if stage.lr != "continue":
@@ -387,6 +391,7 @@ class Grower:
         finally:
             self._replaying = False
         self.optimizer = self.optimizer  # hooks on the replayed optimizer
+        release_memory()  # the replayed stages' intermediate models
 
 
 def load_schedule(schedule: Schedule) -> list[GrowthStage]:

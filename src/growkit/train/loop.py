@@ -7,6 +7,8 @@ resumed run sees exactly the batches an uninterrupted run would have. Counters k
 tokens, training FLOPs (``flops_per_token × tokens``, with the formula in `growkit.flops`) and
 wall-clock; every log record carries all three. Under ``torchrun`` the same loop runs on every process
 (`growkit.train.distributed`): each takes its slice of every global micro-batch, and rank 0 logs and saves.
+Rank 0 holds the run dir's write lock from before it checks the dir until `Trainer.fit` returns
+(`growkit.train.runlock`): a second process on the same run dir gets a `GrowkitError` naming the first.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from growkit.train.hardware import Resolved, apply, resolve_device, resolve_run
 from growkit.train.hf_start import hf_start
 from growkit.train.metrics import EVENTS_FILE, METRICS_FILE, TRAIN_LOG_FILE, MetricsLogger, read_jsonl
 from growkit.train.numerics import grad_norm, nonfinite_step, skip_step
+from growkit.train.runlock import RunLock
 from growkit.train.schedule import learning_rate, progress
 
 
@@ -72,7 +75,10 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
 class Trainer:
     """Owns the model, optimizer, data and counters of one run; `fit()` runs it to its budget."""
 
-    def __init__(self, cfg: RunConfig, resume: bool | str | Path = False) -> None:
+    def __init__(self, cfg: RunConfig, resume: bool | str | Path = False, force_unlock: bool = False) -> None:
+        """``resume``: True continues the run dir's latest checkpoint, a path that checkpoint (or run dir).
+        ``force_unlock``: take the run dir's lock over from a holder that cannot be checked
+        (`growkit.train.runlock`)."""
         self.cfg = cfg
         self.run_dir = Path(cfg.run.dir)
         t = cfg.train
@@ -86,8 +92,25 @@ class Trainer:
             self.tokenizer = load_tokenizer(cfg.data.tokenizer)
         with self.parallel.first(local=True):  # one process per machine tokenizes, the others read its cache
             self.data = prepare_data(self.tokenizer, cfg.data.path, cfg.data.cache_dir, cfg.data.val_fraction)
+        # one writer per run dir: rank 0 takes the lock, then checks the dir (so it sees a concurrent writer)
+        self.lock = RunLock(self.run_dir, force=force_unlock) if self.parallel.is_main else None
         with self.parallel.first():  # rank 0 checks and creates the run dir before the others look
-            checkpoint = _prepare_run_dir(self.run_dir, resume)
+            if self.lock is not None:
+                self.lock.acquire()
+            try:
+                checkpoint = _prepare_run_dir(self.run_dir, resume)
+            except BaseException:
+                self.release_lock()
+                raise
+        try:
+            self._build(cfg, start, checkpoint)
+        except BaseException:
+            self.release_lock()
+            raise
+
+    def _build(self, cfg: RunConfig, start: Transformer | None, checkpoint: Path | None) -> None:
+        """The rest of `__init__`, with the run dir locked: model, optimizer, Grower, resume, data."""
+        t = cfg.train
         if start is None:
             self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
         if self.model_cfg.arch == "bert" and self.tokenizer.mask_id is None:
@@ -119,6 +142,11 @@ class Trainer:
         self.batches = self._batches("train", self.seq_len, t.seed)
         self.eval_set = self._batches("val", cfg.data.seq_len, t.seed + 1).eval_batches(cfg.run.eval_batches)
         self.autocast = self.resolved.dtype == "bfloat16"
+
+    def release_lock(self) -> None:
+        """Give up the run dir's lock (`fit` does at its end; a later `fit` takes it again)."""
+        if self.lock is not None:
+            self.lock.release()
 
     # -- pieces --------------------------------------------------------------------------------
     def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -238,7 +266,8 @@ class Trainer:
         if self.sparsity is not None:
             par.average_(self.sparsity.captured_gradients().values())  # RigL scores from the global batch
         norm = grad_norm(self.model.parameters(), self.cfg.train.grad_clip)
-        if nonfinite_step(total / accum, norm):  # every rank agrees; the weights stay, the batch is consumed
+        skipped = nonfinite_step(total / accum, norm)
+        if skipped:  # every rank agrees; the weights stay, the batch is consumed
             skip_step(self.state, total / accum, float(norm), self.cfg.train.max_nonfinite_steps, self.run_dir)
         else:
             self.state.nonfinite_in_a_row = 0
@@ -249,7 +278,9 @@ class Trainer:
         self.state.tokens += self.tokens_per_step
         self.state.flops += self.flops_per_token * self.tokens_per_step
         self.state.flops_dense += self.model.flops_per_token(self.seq_len) * self.tokens_per_step
-        if self.sparsity is not None:
+        if self.sparsity is not None and skipped:
+            self.sparsity.skip(self.state.step)  # no prune-and-regrow on non-finite gradients
+        elif self.sparsity is not None:
             self.sparsity.step(self.state.step)  # re-mask weights and moments; prune-and-regrow when due
         self.grower.advance(self.state.step)  # a running mask ramp moves (and folds at its end)
         return total / accum
@@ -306,11 +337,25 @@ class Trainer:
 
         ``stop_at_step`` ends this session early at that step (with a checkpoint), as a preempted job
         would; the schedule still follows the full budget, so ``--resume`` continues the same run.
+        The run dir stays locked until it returns (or raises).
         """
+        if self.lock is not None:
+            self.lock.acquire()  # again, after a fit that ended; a GrowkitError if another process took the dir
+        try:
+            return self._fit(stop_at_step)
+        finally:
+            self.release_lock()
+
+    def _fit(self, stop_at_step: int | None) -> dict[str, Any]:
         run = self.cfg.run
         ckpt_every = run.ckpt_every or run.eval_every
         main = self.parallel.is_main
-        logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard, enabled=main)
+        sink = None
+        if run.wandb and main:
+            from growkit.train.wandb_sink import WandbSink
+
+            sink = WandbSink(run.wandb, self.run_dir, self.cfg.to_dict(), run.wandb_mode)
+        logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard, enabled=main, wandb=sink)
         started, base_time = time.perf_counter(), self.state.time_s
         last = {"time": started, "tokens": self.state.tokens}
         bar = tqdm(total=self.estimated_total_steps(), initial=self.state.step, disable=not (run.progress and main),
@@ -373,16 +418,19 @@ class Trainer:
         return out
 
 
-def train(cfg: RunConfig, resume: bool | str | Path = False) -> dict[str, Any]:
+def train(cfg: RunConfig, resume: bool | str | Path = False, force_unlock: bool = False) -> dict[str, Any]:
     """Run a training run to its budget; returns the last evaluation and where the results are.
 
     ``resume=True`` continues from the run dir's latest checkpoint (``str``/``Path``: from that
     checkpoint directory); without it a run dir that already holds a run is refused, never overwritten.
+    The run dir is locked for the whole run (`growkit.train.runlock`): a second process writing to it gets a
+    `GrowkitError` naming this one; ``force_unlock`` takes over a lock whose holder cannot be checked.
     """
-    trainer = Trainer(cfg, resume=resume)
+    trainer = Trainer(cfg, resume=resume, force_unlock=force_unlock)
     try:
         return trainer.fit()
     finally:
+        trainer.release_lock()
         trainer.parallel.shutdown()
 
 
@@ -415,6 +463,7 @@ def _prepare_run_dir(run_dir: Path, resume: bool | str | Path) -> Path | None:
 
 
 def _truncate_records(path: Path, step: int) -> None:
+    """Keep the records up to ``step``; a torn last line (the process was killed mid-write) goes too."""
     if path.exists():
-        kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+        kept = [r for r in read_jsonl(path, warn=False) if r.get("step", 0) <= step]
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))

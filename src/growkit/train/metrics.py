@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from growkit.train.wandb_sink import WandbSink
+
+from growkit.errors import GrowkitWarning
 
 METRICS_FILE = "metrics.jsonl"
 TRAIN_LOG_FILE = "train.jsonl"
@@ -21,9 +27,12 @@ class MetricsLogger:
     """Appends JSON lines (flushed per record, so a crash loses nothing written) and mirrors scalars
     to TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True) -> None:
-        """``enabled=False`` (the ranks other than 0 of a multi-process run): a logger that writes nothing."""
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True,
+                 wandb: WandbSink | None = None) -> None:
+        """``enabled=False`` (the ranks other than 0 of a multi-process run): a logger that writes nothing.
+        ``wandb``: also log every record to this W&B run (`growkit.train.wandb_sink`)."""
         self.run_dir = run_dir
+        self._wandb = wandb if enabled else None
         names = (METRICS_FILE, TRAIN_LOG_FILE, EVENTS_FILE) if enabled else ()
         self._files = {name: open(run_dir / name, "a") for name in names}  # noqa: SIM115
         self._tb = None
@@ -51,6 +60,8 @@ class MetricsLogger:
             return
         f.write(json.dumps(record) + "\n")
         f.flush()
+        if self._wandb is not None:
+            self._wandb.log(prefix, record)
         if self._tb is not None:
             for k, v in record.items():
                 if isinstance(v, int | float) and k != "step" and math.isfinite(v):
@@ -59,16 +70,27 @@ class MetricsLogger:
     def close(self) -> None:
         for f in self._files.values():
             f.close()
+        if self._wandb is not None:
+            self._wandb.close()
         if self._tb is not None:
             self._tb.close()
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a torn last line (a crash mid-write) is skipped."""
+def read_jsonl(path: Path, warn: bool = True) -> list[dict[str, Any]]:
+    """Records of a JSONL file. A line that is not a JSON object — a torn last line, written by a process
+    killed mid-write — is skipped, with a `GrowkitWarning` naming it when ``warn`` (a resume, which drops
+    it anyway, reads quietly)."""
     records = []
-    for line in path.read_text().splitlines():
+    lines = path.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif warn and line.strip():
+            what = "its last line is torn (the writer was killed mid-line)" if i == len(lines) - 1 else \
+                f"line {i + 1} is not a JSON record"
+            warnings.warn(f"{path}: {what}; skipped it", GrowkitWarning, stacklevel=2)
     return records
