@@ -272,6 +272,14 @@ def test_frozen_weight_is_refused_when_training_begins(tmp_path: Path) -> None:
     assert trainer.state.global_step == 0
 
 
+def test_optimizer_growkit_cannot_carry_is_refused_when_training_begins(tmp_path: Path) -> None:
+    trainer = transformers.Trainer(model=tiny("gpt2"), args=args(tmp_path, optim="adagrad"), train_dataset=Tokens(),
+                                   callbacks=[GrowthCallback([{"at_step": 5, "grow": {"d_ff": 96}, "method": "zero"}])])
+    with pytest.raises(GrowkitError, match=r"optimizer is Adagrad: .*optim='adamw_torch'"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
 def test_without_transformers_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)
     monkeypatch.delitem(sys.modules, "growkit.integrations.hf")

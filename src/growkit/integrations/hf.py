@@ -41,7 +41,8 @@ Refused when the callback is built or bound (`GrowkitError`, before anything tra
 or its HF class cannot take (e.g. GPT-2 needs n_heads · d_head = d_model); a mask ramp (``ramp_steps``:
 HF models have no growth masks; a masked stage with ramp_steps = 0 folds at once); an LR policy,
 ``lr_scale`` or ``new_lr_warmup_steps`` (the LR is the Trainer's scheduler's); ``at_flops`` (the Trainer
-counts FLOPs only when it logs); ``at_tokens`` without ``include_num_input_tokens_seen``; more than one
+counts FLOPs only when it logs); ``at_tokens`` without ``include_num_input_tokens_seen``; an optimizer
+other than AdamW, Adam or SGD, or one that leaves a weight out (checked when training begins); more than one
 process (DDP/FSDP/DeepSpeed own the parameters a growth replaces).
 
 Resuming: build the Trainer on the checkpoint's model (``from_pretrained(CHECKPOINT)``, the grown shapes;
@@ -65,7 +66,7 @@ from growkit.adapters import CLASSES, from_hf, supported_class, to_hf
 from growkit.adapters._common import Link
 from growkit.config import TransformerConfig
 from growkit.errors import GrowkitError
-from growkit.grow.optim_state import same_kind
+from growkit.grow.optim_state import SUPPORTED, same_kind
 from growkit.grow.shapes import meta_model
 from growkit.grow.spec import DIMENSIONS
 from growkit.model import Transformer
@@ -265,7 +266,10 @@ def optimizer_to_hf(optimizer: torch.optim.Optimizer, model: Transformer, hf_mod
 
 
 def _check_optimizer(optimizer: torch.optim.Optimizer, hf_model: nn.Module) -> None:
-    """The optimizer must hold exactly the model's parameters: a growth carries the state of every weight."""
+    """The optimizer must be one whose state growkit carries, and hold exactly the model's parameters."""
+    if not isinstance(optimizer, SUPPORTED):
+        raise GrowkitError(f"the Trainer's optimizer is {type(optimizer).__name__}: growkit carries the state of "
+                           f"{', '.join(c.__name__ for c in SUPPORTED)}; use TrainingArguments(optim='adamw_torch')")
     held = _group_index(optimizer)
     params = dict(hf_model.named_parameters())
     missing = [n for n, p in params.items() if id(p) not in held]
