@@ -20,13 +20,19 @@ from growkit.errors import GrowkitError  # noqa: E402
 from growkit.integrations.hf import GrowthCallback, grow_trainer, optimizer_to_growkit, optimizer_to_hf  # noqa: E402
 
 VOCAB, SEQ, STEPS, AT = 64, 16, 20, 10
-#: arch → (growth stage, HF parameter whose old entries keep their moments unscaled, its growkit name).
+#: case → arch, growth stage, an HF weight whose moments are checked against the GrowthRecord, its growkit name,
+#: and whether HF stores it transposed (GPT-2's Conv1D).
 CASES: dict[str, dict[str, Any]] = {
     "llama-zero": {"arch": "llama", "grow": {"n_layers": 3, "d_model": 48, "d_ff": 96}, "method": "zero",
                    "hf": "model.layers.0.mlp.down_proj.weight", "gk": "blocks.0.mlp.down.weight", "t": False},
     "gpt2-split": {"arch": "gpt2", "grow": {"n_layers": 3, "d_ff": 128, "n_heads": 8, "d_model": 64},
                    "method": {"n_layers": "zero", "*": "split"},
                    "hf": "transformer.h.0.mlp.c_fc.weight", "gk": "blocks.0.mlp.up.weight", "t": True},
+    "llama-split": {"arch": "llama", "grow": {"n_layers": 3, "d_model": 64, "n_heads": 8, "n_kv_heads": 4,
+                                              "d_ff": 128}, "method": {"n_layers": "zero", "*": "split"},
+                    "hf": "model.layers.1.self_attn.o_proj.weight", "gk": "blocks.1.attn.o_proj.weight", "t": False},
+    "gpt2-zero": {"arch": "gpt2", "grow": {"n_layers": 4, "d_ff": 96}, "method": "zero",
+                  "hf": "transformer.h.1.mlp.c_proj.weight", "gk": "blocks.1.mlp.down.weight", "t": True},
 }
 
 
@@ -126,8 +132,8 @@ def test_trainer_grows_at_step_10_and_keeps_training(case: str, tmp_path: Path) 
     assert event["step"] == AT and event["params_before"] < event["params_after"]
     assert abs(event["loss_jump"]) < 1e-4, event
     assert trainer.model is model and model.num_parameters() == event["params_after"] > params_before
-    sizes = {"n_layers": "num_hidden_layers", "d_model": "hidden_size"} if c["arch"] == "llama" else \
-        {"n_layers": "n_layer", "d_model": "n_embd"}
+    sizes = {"n_layers": "num_hidden_layers", "d_ff": "intermediate_size"} if c["arch"] == "llama" else \
+        {"n_layers": "n_layer", "d_ff": "n_inner"}
     for gk_key, hf_key in sizes.items():
         assert getattr(model.config, hf_key) == c["grow"][gk_key]
 
@@ -142,7 +148,7 @@ def test_trainer_grows_at_step_10_and_keeps_training(case: str, tmp_path: Path) 
                                                  growth.records[0][c["gk"]], c["t"])
     assert old_entries.any() and torch.equal(new[old_entries], expected[old_entries])
     assert new[old_entries].abs().sum() > 0 and (new[~old_entries] == 0).all()  # new entries: exp_avg = 0
-    if c["arch"] == "llama":
+    if c["method"] == "zero":
         assert (old_entries & (factor == 1)).any()
     assert after.seen["step"] == before.seen["step"] == AT
     assert after.seen["lr"] == before.seen["lr"]
