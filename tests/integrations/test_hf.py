@@ -245,6 +245,16 @@ def test_resume_after_a_growth_continues_the_schedule(tmp_path: Path) -> None:
         grow_trainer(wrong, growth, resume_from_checkpoint=checkpoint)
 
 
+def test_grows_at_tokens_when_the_trainer_counts_them(tmp_path: Path) -> None:
+    cb = GrowthCallback([{"at_tokens": 4 * 4 * SEQ, "grow": {"n_layers": 3}, "method": "zero"}], probe=probe_loss)
+    trainer = transformers.Trainer(model=tiny("gpt2"), args=args(tmp_path, max_steps=6,
+                                                                include_num_input_tokens_seen=True),
+                                   train_dataset=Tokens(), callbacks=[cb])
+    trainer.train()
+    (event,) = cb.events
+    assert event["step"] == 4 and abs(event["loss_jump"]) < 1e-4 and trainer.model.config.n_layer == 3
+
+
 @pytest.mark.parametrize(("stage", "match"), [
     ({"at_step": 5, "grow": {"d_ff": 96}, "method": "masked", "ramp_steps": 4}, "no growth masks"),
     ({"at_step": 5, "grow": {"d_ff": 96}, "method": "zero", "lr": "rewarm", "lr_warmup_steps": 2},
