@@ -34,4 +34,5 @@ def test_readme_sentence_is_the_committed_json() -> None:
     readme_line = runpy.run_path(str(SCRIPT))["readme_line"]
     data = json.loads((ROOT / "docs" / "figures" / "data_prep.json").read_text())
     assert data["text_mb"] >= 500  # the committed figures are the full measurement
-    assert readme_line(data) in (ROOT / "README.md").read_text()
+    readme = " ".join((ROOT / "README.md").read_text().split())  # the sentence is wrapped there
+    assert readme_line(data) in readme

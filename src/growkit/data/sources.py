@@ -63,7 +63,9 @@ def _looks_like(path: Path) -> str:
         return "it is empty"
     try:
         return f"it starts with text {head.decode('utf-8')[:24]!r}"
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as err:
+        if err.start >= len(head) - 3 and err.start > 0:  # only a character cut off at the end of the 64 bytes
+            return f"it starts with text {head[: err.start].decode('utf-8')[:24]!r}"
         return f"it starts with bytes {head[:8]!r}"
 
 
@@ -206,6 +208,11 @@ def _detect(p: Path) -> str:
             raise GrowkitError(
                 f"data.path '{p}' is one .bin file: point data.path at the folder holding nanoGPT's train.bin "
                 "and val.bin"
+            )
+        if suffix == ".json":
+            raise GrowkitError(
+                f"data.path '{p}' is a .json file: write one JSON object per line (a .jsonl file) with the text "
+                "under data.text_field"
             )
         if suffix == ".arrow":
             raise GrowkitError(f"data.path '{p}' is an .arrow file: point data.path at its save_to_disk folder")
