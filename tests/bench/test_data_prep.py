@@ -25,8 +25,9 @@ def test_small_run_prints_both_figures(tmp_path: Path, monkeypatch: pytest.Monke
     assert re.fullmatch(r"tokenize_mb_per_s: \d+\.\d\d", lines[-1])
     assert lines[-1] == f"tokenize_mb_per_s: {data['tokenize_mb_per_s']:.2f}"
     assert f"peak_rss_mb: {data['peak_rss_mb']}" in lines
-    assert data["text_mb"] == pytest.approx(0.5, abs=0.01) and data["tokens"] > 100_000
-    assert data["tokenize_mb_per_s"] == pytest.approx(data["text_mb"] / data["seconds"], rel=0.02)
+    assert 0.5 <= data["text_mb"] < 0.8 and data["tokens"] > 100_000  # whole plays: up to one play more
+    rate, mb, seconds = data["tokenize_mb_per_s"], data["text_mb"], data["seconds"]  # rounded to 0.01, 0.1, 0.01
+    assert rate == pytest.approx(mb / seconds, rel=0.05 / mb + 0.005 / seconds, abs=0.005)
     assert data["cores"] >= 1 and data["cpu"] and data["peak_rss_mb"] > 0
 
 
