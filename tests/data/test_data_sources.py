@@ -215,3 +215,10 @@ def test_reading_a_source_holds_one_piece_not_the_corpus(tmp_path: Path, fmt: st
         assert n_chars == sum(map(len, docs))
         peaks.append(peak)
     assert peaks[1] < 1.2 * peaks[0] and peaks[1] < 0.25 * n_chars  # flat in the corpus size
+
+
+def test_unknown_home_folder(tmp_path: Path) -> None:
+    with pytest.raises(GrowkitError, match=r"data.path '~no-such-user-0/x' names a home folder that does not exist"):
+        open_source("~no-such-user-0/x")
+    with pytest.raises(GrowkitError, match=r"tokenizer folder '~0' names a home folder that does not exist"):
+        prepare_data("hf:~0", tmp_path)

@@ -31,6 +31,7 @@ __all__ = [
     "shakespeare_text",
     "source_files",
     "split_at_line_starts",
+    "user_path",
 ]
 
 #: Bumped whenever the Markdown conversion changes, so that token caches built from the old text are
@@ -162,6 +163,18 @@ def _decode(path: Path) -> str:
     return "".join(_decode_blocks(path))
 
 
+def user_path(path: str | Path, what: str) -> Path:
+    """``path`` with a leading ``~`` / ``~user`` expanded.
+
+    Raises:
+        GrowkitError: when the home folder of ``~user`` cannot be found.
+    """
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # pathlib: "Could not determine home directory."
+        raise GrowkitError(f"{what} '{path}' names a home folder that does not exist: write the full path") from None
+
+
 def _folder_files(root: Path) -> list[Path]:
     """``*.txt`` / ``*.md`` files under ``root``, recursively, hidden paths skipped, sorted."""
     files = []
@@ -185,7 +198,7 @@ def source_files(path: str | Path) -> list[Path]:
             "data.path is empty: leave it out for the bundled Shakespeare corpus, or point it at a text "
             "file or a folder of .txt files"
         )
-    p = Path(path).expanduser()
+    p = user_path(path, "data.path")
     if p.is_file():
         return [p]
     if not p.exists():

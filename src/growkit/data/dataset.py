@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from growkit.data.batches import CausalBatches, MLMBatches
+from growkit.data.corpus import user_path
 from growkit.data.pretokenized import open_token_bins
 from growkit.data.sources import DataSource, Document, open_source
 from growkit.data.tokenizer import Tokenizer, load_tokenizer
@@ -370,7 +371,7 @@ def prepare_data(
         "val_fraction": val_fraction,
     }
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = user_path(cache_dir, "cache_dir") if cache_dir is not None else default_cache_dir()
     directory = root / "tokens" / f"{_slug(tok.name)}-{key}"
     cached = _open_cached(directory, tok)
     if cached is not None:

