@@ -132,6 +132,30 @@ def test_parquet_file_that_is_text(tmp_path: Path) -> None:
                        r"write it with pyarrow.parquet.write_table")
 
 
+def test_jsonl_that_is_another_format(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    f = tmp_path / "d.jsonl"
+    f.write_bytes(write_parquet(tmp_path / "d.parquet").read_bytes())
+    _one_line_error(f, r"line 1 of '.*d\.jsonl' is not JSON \(.*\): a \.jsonl file holds one JSON object per line")
+
+
+def test_damaged_parquet(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    f = write_parquet(tmp_path / "d.parquet")
+    data = bytearray(f.read_bytes())
+    data[4:400] = b"\xff" * 396  # the pages, not the magic bytes nor the footer
+    f.write_bytes(bytes(data))
+    _one_line_error(f, r"data file '.*d\.parquet' is not a readable Parquet file \(.*\): rewrite it")
+
+
+def test_broken_saved_dataset(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    folder = write_saved_dataset(tmp_path / "ds")
+    (folder / "state.json").write_text("{not json")
+    _one_line_error(folder, r"'.*ds' is not a readable datasets.save_to_disk folder \(.*\): save it again with "
+                            r"dataset.save_to_disk\(DIR\)")
+
+
 def test_parquet_without_the_column(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     f = write_parquet(tmp_path / "d.parquet")

@@ -70,6 +70,11 @@ def _looks_like(path: Path) -> str:
         return f"it starts with bytes {head[:8]!r}"
 
 
+def _reason(err: BaseException) -> str:
+    """The first line of a library's error (growkit's errors are one line)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def _require(module: str, what: str) -> Any:
     try:
         return importlib.import_module(module)
@@ -146,16 +151,23 @@ def _column_documents(batches: Iterable[Any], field: str) -> Iterator[Document]:
                 yield _pieces(text)
 
 
-def _parquet_documents(files: list[Path], field: str) -> Iterator[Document]:
+def _parquet_batches(file: Path, field: str) -> Iterator[Any]:
+    """Record batches of column ``field`` of one Parquet file, a damaged file being a `GrowkitError`."""
     pq = _require("pyarrow.parquet", "Parquet files")
-    for file in files:
-        try:
-            reader = pq.ParquetFile(file)
-        except Exception as err:  # pyarrow raises ArrowInvalid / OSError for damaged files
-            raise GrowkitError(f"data file '{file}' is not a readable Parquet file ({err}): rewrite it") from None
+    try:
+        reader = pq.ParquetFile(file)
         schema = reader.schema_arrow
         _check_string_column(schema.names, schema.types, field, f"'{file}'")
-        yield from _column_documents(reader.iter_batches(batch_size=_BATCH_ROWS, columns=[field]), field)
+        yield from reader.iter_batches(batch_size=_BATCH_ROWS, columns=[field])
+    except GrowkitError:
+        raise
+    except Exception as err:  # pyarrow raises ArrowInvalid / OSError for damaged files
+        raise GrowkitError(f"data file '{file}' is not a readable Parquet file ({_reason(err)}): rewrite it") from None
+
+
+def _parquet_documents(files: list[Path], field: str) -> Iterator[Document]:
+    for file in files:
+        yield from _column_documents(_parquet_batches(file, field), field)
 
 
 def _load_saved_dataset(root: Path) -> Any:
@@ -165,7 +177,7 @@ def _load_saved_dataset(root: Path) -> Any:
         loaded = datasets.load_from_disk(str(root))
     except Exception as err:  # datasets raises FileNotFoundError / ValueError / arrow errors
         raise GrowkitError(
-            f"'{root}' is not a readable datasets.save_to_disk folder ({err}): save it again with "
+            f"'{root}' is not a readable datasets.save_to_disk folder ({_reason(err)}): save it again with "
             "dataset.save_to_disk(DIR)"
         ) from None
     if isinstance(loaded, datasets.DatasetDict):
