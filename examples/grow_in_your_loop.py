@@ -24,12 +24,13 @@ from growkit.data import prepare_data
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=300)
 parser.add_argument("--eval-every", type=int, default=50)
+parser.add_argument("--data", help="data.path: text, .jsonl, .parquet, a datasets folder, nanoGPT train/val.bin")
 args = parser.parse_args()
 max_iters, block_size, batch_size, learning_rate, min_lr, warmup_iters = args.steps, 64, 8, 1e-3, 1e-4, 30
 SCHEDULE = Path(__file__).resolve().parents[1] / "configs" / "gpt-tiny-msg.toml"  # growth
 
 torch.manual_seed(1337)
-data = prepare_data("bpe")  # the bundled corpus as token ids (np.memmap), and the tokenizer that made them
+data = prepare_data("bpe", args.data)  # the corpus (default: bundled) as token ids (np.memmap) and its tokenizer
 
 
 def get_batch(split: str) -> tuple[torch.Tensor, torch.Tensor]:

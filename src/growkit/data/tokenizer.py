@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from growkit.data.corpus import user_path
 from growkit.errors import GrowkitError
 
 __all__ = [
@@ -218,7 +219,7 @@ def _load_hf_dir(spec: str) -> HFTokenizer:
     raw = spec[len("hf:") :].strip()
     if not raw:
         raise GrowkitError(f"tokenizer '{spec}' names no folder: write 'hf:DIR' with DIR holding tokenizer.json")
-    path = Path(raw).expanduser()
+    path = user_path(raw, "tokenizer folder")
     if not path.exists():
         raise GrowkitError(
             f"tokenizer folder '{raw}' does not exist: point 'hf:DIR' at a folder holding tokenizer.json"

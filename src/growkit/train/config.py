@@ -4,7 +4,7 @@ The sections and keys are part of the public contract (DESIGN.md, "A run, as a T
 
     [model]     a TransformerConfig (vocab_size defaults to the tokenizer's, max_seq_len to data.seq_len),
                 or ``hf = "DIR"`` alone: start from a Hugging Face model (growkit.train.hf_start)
-    [data]      tokenizer, path, seq_len, val_fraction, cache_dir, mlm_prob
+    [data]      tokenizer, path, text_field, seq_len, val_fraction, cache_dir, mlm_prob
     [train]     max_steps | max_tokens | max_flops, batch_size, micro_batch_size, lr, min_lr, warmup_steps,
                 decay, weight_decay, beta1, beta2, eps, grad_clip, dtype, seed, device,
                 threads, max_nonfinite_steps
@@ -41,7 +41,11 @@ class DataConfig:
     tokenizer: str = "bpe"
     """``"bpe"`` (the bundled 8k byte-level BPE), ``"byte"`` (raw bytes), or ``"hf:DIR"``."""
     path: str | None = None
-    """A text file or a folder of .txt/.md files; default: the bundled Shakespeare corpus."""
+    """A text file or a folder of .txt/.md files, a .jsonl or .parquet file (or folder of them), a
+    ``datasets.save_to_disk`` folder, or nanoGPT's folder of train.bin/val.bin; default: the bundled
+    Shakespeare corpus (`growkit.data.sources`)."""
+    text_field: str = "text"
+    """The JSON field (.jsonl) or column (.parquet, datasets) that holds the text."""
     seq_len: int = 128
     """Sequence length of evaluation, and of training unless a growth schedule says otherwise."""
     start_seq_len: int | None = None
@@ -196,6 +200,8 @@ class RunConfig:
         _choice("parallel.backend", self.parallel.backend, ("auto", "gloo", "nccl"))
         if not 0.0 < dt.val_fraction < 1.0:
             raise GrowkitError(f"data.val_fraction must be between 0 and 1, got {dt.val_fraction}")
+        if not dt.text_field:
+            raise GrowkitError("data.text_field is empty: name the JSON field or column holding the text, e.g. 'text'")
         if not 0.0 < dt.mlm_prob < 1.0:
             raise GrowkitError(f"data.mlm_prob must be between 0 and 1, got {dt.mlm_prob}")
         if t.warmup_steps < 0:

@@ -91,7 +91,8 @@ class Trainer:
         else:
             self.tokenizer = load_tokenizer(cfg.data.tokenizer)
         with self.parallel.first(local=True):  # one process per machine tokenizes, the others read its cache
-            self.data = prepare_data(self.tokenizer, cfg.data.path, cfg.data.cache_dir, cfg.data.val_fraction)
+            self.data = prepare_data(self.tokenizer, cfg.data.path, cfg.data.cache_dir, cfg.data.val_fraction,
+                                     cfg.data.text_field)
         # one writer per run dir: rank 0 takes the lock, then checks the dir (so it sees a concurrent writer)
         self.lock = RunLock(self.run_dir, force=force_unlock) if self.parallel.is_main else None
         with self.parallel.first():  # rank 0 checks and creates the run dir before the others look
@@ -315,7 +316,8 @@ class Trainer:
                 _, loss = self.model(x.to(self.device), y.to(self.device))
             losses.append(loss.item())
         val_loss = sum(losses) / len(losses)
-        bpb = self.data.bits_per_byte(val_loss, "val") if self.model_cfg.causal else None
+        knows_bytes = self.model_cfg.causal and self.data.has_text_sizes  # not for pre-tokenized .bin data
+        bpb = self.data.bits_per_byte(val_loss, "val") if knows_bytes else None
         return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "val_bpb": bpb}
 
     def save(self) -> Path | None:
