@@ -13,7 +13,7 @@ steps done so far), does in order:
    (`growkit.ramp_masks`, `growkit.fold_masks`);
 2. **grow** every stage that is due at t (``at_step``; ``at_tokens``/``at_flops``/``at_fraction`` with the
    counters passed in): `growkit.grow` the whole model, `growkit.carry_optimizer_state` into a new
-   optimizer (moments follow their weights), ``sparsity.on_grow(record)`` for a sparse model, start the
+   optimizer (moments follow their gradients), ``sparsity.on_grow(record)`` for a sparse model, start the
    stage's mask ramp and its new-entry LR warmup, and set its LR policy and ``lr_scale``;
 3. **LR**: with ``lr`` (your schedule, a function of (step, progress) → LR), set every param group's LR to
    ``policy(lr)(t) × lr_scale``: ``continue`` = lr(t, p); ``rewarm`` = lr(t, p) × min(1, (t − t_g + 1)/W);
