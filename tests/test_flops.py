@@ -143,3 +143,15 @@ def test_density_is_monotone() -> None:
 def test_model_method_uses_max_seq_len_by_default() -> None:
     model = gk.Transformer(cfg_of("gpt2"), seed=0)
     assert model.flops_per_token() == training_flops_per_token(model.cfg, 16)
+
+
+@pytest.mark.parametrize("case", ["gpt2", "bert-dv", "llama-gqa-untied-dv"])
+@pytest.mark.parametrize("k", [3, 4])
+def test_pooled_training_flops_match_measurement(case: str, k: int) -> None:
+    """Embedding pooling by k: the blocks run on ⌈T/k⌉ positions, the head on all T."""
+    cfg = cfg_of(case)
+    model = gk.Transformer(cfg, seed=0)
+    model.seq_pool = k
+    b, t = 2, 9
+    assert count(model, b, t, backward=True) == training_flops_per_token(cfg, t, pool=k) * b * t
+    assert model.flops_per_token(t) == training_flops_per_token(cfg, t, pool=k) < training_flops_per_token(cfg, t)

@@ -11,6 +11,10 @@ and nanoGPT, generalised to separate query/key and value head widths:
 - The attention term is Q·Kᵀ (2·T·d_head per head per token) plus A·V (2·T·d_head_v), times 3 for
   training. As in PaLM it is not halved for causal masking.
 
+With embedding pooling by k (``Transformer.seq_pool``), the blocks process ⌈T/k⌉ positions per T
+tokens: their matmuls cost 1/k per token and the attention term is that of length ⌈T/k⌉, over k; the
+LM head (and MLM transform) still run on every token.
+
 With sparsity, each weight matrix counts only its non-zero entries (``density``): the dense-equivalent
 cost of a sparse matmul on hardware that skips zeros; the attention term stays dense.
 """
@@ -50,14 +54,17 @@ def attention_flops_per_token(cfg: TransformerConfig, seq_len: int) -> float:
 
 
 def training_flops_per_token(
-    cfg: TransformerConfig, seq_len: int, density: float | Mapping[str, float] = 1.0
+    cfg: TransformerConfig, seq_len: int, density: float | Mapping[str, float] = 1.0, pool: int = 1
 ) -> float:
     """6·N_matmul + attention term. ``density``: one fraction for all layer weights, or a map from
-    projection name (``"attn.q_proj"``, ``"mlp.up"`` …) to its fraction of non-zero weights."""
+    projection name (``"attn.q_proj"``, ``"mlp.up"`` …) to its fraction of non-zero weights. ``pool``:
+    the embedding pooling factor k (layers and attention at ⌈T/k⌉ positions per T tokens)."""
     per_layer = layer_matmul_params(cfg)
     if isinstance(density, Mapping):
         dense_layer = sum(n * density.get(name, 1.0) for name, n in per_layer.items())
     else:
         dense_layer = density * sum(per_layer.values())
     head = matmul_params(cfg) - cfg.n_layers * sum(per_layer.values())
-    return 6.0 * (cfg.n_layers * dense_layer + head) + attention_flops_per_token(cfg, seq_len)
+    pooled_len = -(-seq_len // pool)
+    layers = cfg.n_layers * dense_layer * pooled_len / seq_len
+    return 6.0 * (layers + head) + attention_flops_per_token(cfg, pooled_len) * pooled_len / seq_len

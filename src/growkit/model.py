@@ -14,6 +14,15 @@ per block ``layer_gate`` (a scalar: the block computes ``g·block(x) + (1−g)·
 ``ffn_mask`` (d_ff, on the hidden units). A mask is 1 on old units and c ∈ [0, 1] on new ones; at
 c = 0 the new units contribute exactly nothing, whatever their weights.
 
+Embedding pooling (CompoundGrow's input-length operator; ``model.seq_pool = k``, default 1: off): the
+blocks run on a k× shorter sequence. The embeddings x (B, T, d) are shifted right by k − 1 (zeros in
+front) and averaged over windows of k, so window j holds x[jk−k+1 … jk]; the blocks turn it into h_j,
+which sees only x[≤ jk]; the output at position t is h_⌊t/k⌋ + x_t (repeated back to length T, with the
+position's own embedding added, as in hourglass transformers). Position t thus reads only x[≤ t]: a
+causal model stays causal. ``k = 1`` is the plain model, exactly; lowering k as training goes on is the
+input-length growth (un-pooling). Learned positions are added before pooling; RoPE rotates the pooled
+sequence by its own positions 0 … ⌈T/k⌉−1.
+
 Parameter names are the contract the growth operators, checkpoints and HF adapters rely on:
 ``tok_emb, pos_emb, type_emb, emb_norm, blocks.{i}.{attn_norm, attn.{q,k,v,o}_proj, mlp_norm,
 mlp.{gate, up, down}}, final_norm, mlm_dense, mlm_norm, lm_head, pooler``.
@@ -185,6 +194,15 @@ class Block(nn.Module):
         return x + m * self.drop(self.mlp(self.mlp_norm(x, width)))
 
 
+def pool_sequence(x: Tensor, k: int) -> Tensor:
+    """(B, T, d) → (B, ⌈T/k⌉, d): window j is the mean of x[jk−k+1 … jk] (zeros before position 0),
+    so it holds no position after jk."""
+    B, T, d = x.shape
+    n = -(-T // k)
+    shifted = F.pad(x, (0, 0, k - 1, 0))[:, : n * k]
+    return shifted.reshape(B, n, k, d).mean(dim=2)
+
+
 class Transformer(nn.Module):
     """The reference model: ``model(tokens, targets=None, token_type_ids=None) -> (logits, loss)``.
 
@@ -215,6 +233,7 @@ class Transformer(nn.Module):
         self.pooler = nn.Linear(d, d) if cfg.pooler else None
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
+        self._seq_pool = 1
         self.register_buffer("width_mask", None)  # (d_model,), masked growth of d_model only
         self.register_buffer("rope_cos", None, persistent=False)
         self.register_buffer("rope_sin", None, persistent=False)
@@ -271,8 +290,13 @@ class Transformer(nn.Module):
             x = x * width.to(x.dtype)
         x = self.drop(x)
         rope = (self.rope_cos, self.rope_sin) if self.rope_cos is not None else None
+        k, embedded = self._seq_pool, x
+        if k > 1:
+            x = pool_sequence(x, k)
         for block in self.blocks:
             x = block(x, rope, width)
+        if k > 1:
+            x = x.repeat_interleave(k, dim=1)[:, :T] + embedded
         if self.final_norm is not None:
             x = self.final_norm(x, width)
         return x
@@ -296,6 +320,18 @@ class Transformer(nn.Module):
         if self.pooler is None:
             raise GrowkitError("this model has no pooler: build it with TransformerConfig(pooler=True)")
         return torch.tanh(self.pooler(hidden[:, 0]))
+
+    @property
+    def seq_pool(self) -> int:
+        """Embedding pooling factor k (1: off): the blocks see ⌈T/k⌉ positions (see the module doc)."""
+        return self._seq_pool
+
+    @seq_pool.setter
+    def seq_pool(self, k: int) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.cfg.max_seq_len:
+            raise GrowkitError(f"seq_pool must be a whole number from 1 (no pooling) to max_seq_len "
+                               f"{self.cfg.max_seq_len}, got {k!r}")
+        self._seq_pool = k
 
     # -- growth masks --------------------------------------------------------------------------
     def masks(self) -> dict[str, Tensor]:
@@ -323,4 +359,4 @@ class Transformer(nn.Module):
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token at this size (see `growkit.flops.training_flops_per_token`)."""
-        return _flops.training_flops_per_token(self.cfg, seq_len or self.cfg.max_seq_len)
+        return _flops.training_flops_per_token(self.cfg, seq_len or self.cfg.max_seq_len, pool=self.seq_pool)

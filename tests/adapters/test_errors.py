@@ -55,6 +55,13 @@ def test_export_with_masks_refused() -> None:
         to_hf(big)
 
 
+def test_export_of_a_pooled_model_refused() -> None:
+    model = tiny_gk("llama")
+    model.seq_pool = 2
+    with pytest.raises(gk.GrowkitError, match=r"pools its embeddings by 2.*set model.seq_pool = 1"):
+        to_hf(model)
+
+
 def test_export_gpt2_bert_need_square_heads() -> None:
     big, _ = gk.grow(tiny_gk("gpt2"), gk.GrowthSpec(d_model=64, method="split"))  # n_heads still 4, d_head 8
     with pytest.raises(gk.GrowkitError, match=r"grow n_heads together with d_model"):

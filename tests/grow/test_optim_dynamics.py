@@ -140,6 +140,8 @@ def continuity(arch: str, dim: str, method: str, rule: str, skip: int = 0, befor
         if tmap.source is None:
             continue
         is_old = tmap.old_mask(p.shape)
+        if name == "pos_emb.weight":  # rows past the batches' length (tiled copies too) are never used
+            is_old[tokens(new).shape[1]:] = False
         a = torch.stack([u[is_old] for u in new_upd[name][skip:]])
         b = torch.stack([mapped(record, name, u)[is_old] for u in old_upd[tmap.source][skip:]])
         if role(name) in NO_GRADIENT or b.median() == 0:
@@ -148,12 +150,21 @@ def continuity(arch: str, dim: str, method: str, rule: str, skip: int = 0, befor
     return {r: sum(v) / len(v) for r, v in ratios.items()}
 
 
+#: the fast subset (the whole grid is a slow test): the cases where the carried factors are not all 1
 CONTINUITY = [("gpt2", "d_ff", "split"), ("llama", "d_model", "zero"), ("llama", "d_head", "zero"),
               ("gpt2", "d_model", "split"), ("llama", "d_model", "split"), ("bert", "n_heads", "split")]
 
 
 @pytest.mark.parametrize(("arch", "dim", "method"), CONTINUITY)
 def test_update_size_is_continuous_across_growth(arch: str, dim: str, method: str) -> None:
+    ratios = continuity(arch, dim, method, "gradients")
+    assert all(0.8 <= r <= 1.25 for r in ratios.values()), ratios
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dim", list(GROWTHS))
+@pytest.mark.parametrize("method", ["masked", "zero", "split"])
+def test_update_size_is_continuous_across_every_growth(arch: str, dim: str, method: str) -> None:
     ratios = continuity(arch, dim, method, "gradients")
     assert all(0.8 <= r <= 1.25 for r in ratios.values()), ratios
 

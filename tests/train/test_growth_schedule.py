@@ -154,3 +154,29 @@ def test_stage_errors(tmp_path: Path, stage: dict, phrase: str) -> None:
 def test_training_length_beyond_max_seq_len_is_refused_up_front(tmp_path: Path) -> None:
     with pytest.raises(GrowkitError, match="exceeds the model's max_seq_len 32"):
         Trainer(config(tmp_path, [{"at_step": 2, "seq_len": 64}], "train.max_steps=4"))
+
+
+def test_embedding_pooling_then_unpooling_resumes_exactly(tmp_path: Path) -> None:
+    """CompoundGrow's embedding pooling: data.start_pool = 4, a stage un-pools to 1 together with a zero
+    growth; FLOPs per token rise at the un-pooling; a resumed run has the saved factor."""
+    stages = [{"at_step": 3, "pool": 1, "grow": {"d_ff": 48}, "method": "zero"}]
+    common = ["data.start_pool=4", "train.max_steps=6", "run.eval_every=3", "run.ckpt_every=2"]
+    full = Trainer(config(tmp_path / "full", stages, *common))
+    assert full.model.seq_pool == 4
+    pooled_flops = full.flops_per_token
+    full.fit()
+    assert full.model.seq_pool == 1 and full.flops_per_token > pooled_flops  # the blocks: 4× the positions
+    (event,) = lines(tmp_path / "full" / "events.jsonl")
+    assert event["pool"] == 1
+    part = config(tmp_path / "part", stages, *common)
+    Trainer(part).fit(stop_at_step=2)
+    resumed = Trainer(part, resume=True)
+    assert resumed.model.seq_pool == 4
+    resumed.fit()
+    losses = [r["train_loss"] for r in lines(tmp_path / "full" / "train.jsonl")]
+    assert [r["train_loss"] for r in lines(tmp_path / "part" / "train.jsonl")] == losses
+
+
+def test_a_pool_stage_of_zero_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(GrowkitError, match="pool must be a whole number >= 1"):
+        config(tmp_path, [{"at_step": 2, "pool": 0}], "train.max_steps=4").stages()

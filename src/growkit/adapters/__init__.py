@@ -160,6 +160,10 @@ def to_hf(model: Transformer, hf_class: str | type | None = None, *, base_config
             f"a masked growth in progress has no Hugging Face equivalent; finish it first — ramp the masks to 1 "
             f"and fold them (gk.ramp_masks(model, 1.0); gk.fold_masks(model)), which keeps the function — then "
             f"export")
+    if model.seq_pool != 1:
+        raise GrowkitError(f"the model pools its embeddings by {model.seq_pool} (seq_pool): Hugging Face models have "
+                           f"no embedding pooling; set model.seq_pool = 1 (the unpooled model, as after the last "
+                           f"pool stage) before exporting")
     cfg = model.cfg
     if isinstance(hf_class, type):  # a supported class or a subclass of one
         name = next((k.__name__ for k in hf_class.__mro__ if k.__name__ in CLASSES), hf_class.__name__)

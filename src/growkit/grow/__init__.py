@@ -75,6 +75,7 @@ def grow(model: Transformer, spec: GrowthSpec | dict[str, Any]) -> tuple[Transfo
         if dim in changes and dim in OPERATORS:
             OPERATORS[dim](state, *changes[dim], spec.method_for(dim))
     new = _build(state, model.training, old_storage)
+    new.seq_pool = model.seq_pool  # embedding pooling is part of the function being preserved
     return new.to(device=param.device), state.record
 
 

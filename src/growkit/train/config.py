@@ -50,6 +50,8 @@ class DataConfig:
     """Sequence length of evaluation, and of training unless a growth schedule says otherwise."""
     start_seq_len: int | None = None
     """Training sequence length before the first ``[[growth]]`` stage that sets ``seq_len`` (CompoundGrow)."""
+    start_pool: int = 1
+    """Embedding pooling factor before the first ``[[growth]]`` stage that sets ``pool`` (CompoundGrow)."""
     val_fraction: float = 0.05
     cache_dir: str | None = None
     """Where token ids are cached; default ``$GROWKIT_CACHE`` or ``~/.cache/growkit``."""
@@ -185,7 +187,7 @@ class RunConfig:
         _positive(train_max_steps=t.max_steps, train_max_tokens=t.max_tokens, train_max_flops=t.max_flops,
                   train_batch_size=t.batch_size, train_micro_batch_size=t.micro_batch_size, train_lr=t.lr,
                   train_max_nonfinite_steps=t.max_nonfinite_steps, train_threads=t.threads,
-                  data_seq_len=dt.seq_len, data_start_seq_len=dt.start_seq_len,
+                  data_seq_len=dt.seq_len, data_start_seq_len=dt.start_seq_len, data_start_pool=dt.start_pool,
                   run_eval_every=r.eval_every, run_eval_batches=r.eval_batches,
                   run_log_every=r.log_every, run_ckpt_every=r.ckpt_every, run_keep_checkpoints=r.keep_checkpoints)
         if t.batch_size % self.micro_batch_size:

@@ -13,7 +13,7 @@ steps done so far), does in order:
    (`growkit.ramp_masks`, `growkit.fold_masks`);
 2. **grow** every stage that is due at t (``at_step``; ``at_tokens``/``at_flops``/``at_fraction`` with the
    counters passed in): `growkit.grow` the whole model, `growkit.carry_optimizer_state` into a new
-   optimizer (moments follow their weights), ``sparsity.on_grow(record)`` for a sparse model, start the
+   optimizer (moments follow their gradients), ``sparsity.on_grow(record)`` for a sparse model, start the
    stage's mask ramp and its new-entry LR warmup, and set its LR policy and ``lr_scale``;
 3. **LR**: with ``lr`` (your schedule, a function of (step, progress) → LR), set every param group's LR to
    ``policy(lr)(t) × lr_scale``: ``continue`` = lr(t, p); ``rewarm`` = lr(t, p) × min(1, (t − t_g + 1)/W);
@@ -81,6 +81,8 @@ class GrowerState:
     stages_done: int = 0
     seq_len: int | None = None
     """Training length set by the last stage with ``seq_len`` (None: none yet)."""
+    pool: int | None = None
+    """Embedding pooling factor set by the last stage with ``pool`` (None: none yet)."""
     ramp_start: int | None = None
     """Step at which the running mask ramp began (None: no ramp running)."""
     ramp_steps: int = 0
@@ -106,6 +108,7 @@ class Grower:
             progress passed to ``lr`` (else pass ``progress=`` to `step`).
         lr: your LR schedule ``(step, progress) → LR``; the Grower then sets the LR every step.
         seq_len: the training length before any stage sets one (checked against ``max_seq_len``).
+        pool: the embedding pooling factor before any stage sets one (``Transformer.seq_pool``).
         sparsity: the `growkit.SparsityController` of a sparse model (also settable later).
         probe: ``model → loss`` on a fixed batch; growth events then report the loss jump.
         parallel, make_optimizer, wrap: distributed training (`growkit.train.distributed`).
@@ -113,6 +116,7 @@ class Grower:
 
     def __init__(self, schedule: Schedule, model: Transformer, optimizer: torch.optim.Optimizer, *,
                  total_steps: int | None = None, lr: LRSchedule | None = None, seq_len: int | None = None,
+                 pool: int = 1,
                  sparsity: SparsityController | None = None, probe: Callable[[nn.Module], float] | None = None,
                  parallel: Parallel | None = None, make_optimizer: MakeOptimizer | None = None,
                  wrap: Wrap | None = None) -> None:
@@ -125,6 +129,8 @@ class Grower:
         self.total_steps = total_steps
         self.lr_schedule = lr
         self.start_seq_len = seq_len
+        self.start_pool = pool
+        model.seq_pool = pool  # refuses a bad factor now
         self.probe = probe
         self.parallel = parallel or Parallel(device=next(model.parameters()).device)
         self.make_optimizer = make_optimizer
@@ -174,6 +180,11 @@ class Grower:
                     raise GrowkitError(f"[[growth]] stage {i + 1} (grow = {self.stages[i].grow}) makes a weight "
                                        f"sparsity cannot take: {e}") from None
         self._sparsity = controller
+
+    @property
+    def pool(self) -> int:
+        """The embedding pooling factor now (``pool`` stages change it)."""
+        return self.state.pool or self.start_pool
 
     @property
     def seq_len(self) -> int | None:
@@ -249,6 +260,9 @@ class Grower:
         release_memory()  # the old model and optimizer state are garbage now: give their memory back
         if stage.seq_len:
             s.seq_len = stage.seq_len
+        if stage.pool:
+            s.pool = stage.pool
+            self.model.seq_pool = stage.pool
         if stage.lr != "continue":
             s.lr_policy, s.lr_anchor, s.lr_anchor_progress = stage.lr, s.step, 0.0 if frac is None else frac
             s.lr_warmup_steps = stage.lr_warmup_steps
@@ -258,6 +272,7 @@ class Grower:
         after = self.probe(self.model) if self.probe is not None else None
         jump = after - before if before is not None and after is not None else None
         return {"step": s.step, "event": "growth", "stage": s.stages_done, "grow": stage.grow, "seq_len": self.seq_len,
+                "pool": self.pool,
                 "params_before": params_before, "params_after": self.model.num_params(),
                 "probe_loss_before": before, "probe_loss_after": after, "loss_jump": jump}
 
@@ -380,6 +395,7 @@ class Grower:
                         fold_masks(self.model)
                     self._grow(stage)
             self.state = saved
+            self.model.seq_pool = self.pool
             if self.model.masks():
                 if saved.ramp_start is None:
                     ramp_masks(self.model, 1.0)

@@ -8,14 +8,18 @@ A stage, in TOML::
     method = { n_layers = "masked", "*" = "masked" }
     ramp_steps = 100              # masked growth: c goes 0 → 1 over this many optimizer steps, then folds
     seq_len = 128                 # optional: train on sequences of this length from here on
+    pool = 1                      # optional: embedding pooling factor from here on (1: off)
     lr = "continue"               # LR policy at the growth: continue | rewarm | rewind
     lr_warmup_steps = 50          # rewarm: steps to climb back to the scheduled LR
     lr_scale = 0.5                # optional: from here on the LR is the run's schedule × this
     new_lr_warmup_steps = 50      # the entries this growth added get their own LR warmup
 
 Several dimensions in one stage grow together (CompoundGrow's compound growth); ``seq_len`` is the
-input-length growth of CompoundGrow (training sequences get longer; evaluation always uses
-``data.seq_len``, so losses compare across stages and runs).
+input-length growth of CompoundGrow by data truncation (training sequences get longer; evaluation
+always uses ``data.seq_len``, so losses compare across stages and runs); ``pool`` is its other operator,
+embedding pooling: from this stage on the model runs its blocks on sequences pooled k× shorter
+(``Transformer.seq_pool``; ``data.start_pool`` sets k before the first stage), and a later stage with a
+smaller ``pool`` un-pools (the full length comes back, the blocks' cost per token grows k×).
 
 LR policies: ``continue`` keeps the run's schedule; ``rewarm`` (CompoundGrow) multiplies it by a linear
 ramp 0 → 1 over ``lr_warmup_steps`` after the growth; ``rewind`` (MSG-style) restarts warmup and decay
@@ -52,6 +56,8 @@ class GrowthStage:
     method: str | dict[str, str] = "masked"
     ramp_steps: int = 0
     seq_len: int | None = None
+    pool: int | None = None
+    """Embedding pooling factor from this stage on (1: off; None: unchanged)."""
     lr: str = "continue"
     lr_warmup_steps: int = 0
     lr_scale: float | None = None
@@ -74,8 +80,11 @@ class GrowthStage:
             raise GrowkitError(f"{where} needs exactly one of at_step, at_tokens, at_flops, at_fraction")
         if stage.at_fraction is not None and not 0.0 <= stage.at_fraction < 1.0:
             raise GrowkitError(f"{where}: at_fraction must be in [0, 1), got {stage.at_fraction}")
-        if not isinstance(stage.grow, dict) or not (stage.grow or stage.seq_len):
-            raise GrowkitError(f"{where} grows nothing: give grow = {{ d_model = 512, ... }} and/or seq_len = N")
+        if stage.pool is not None and stage.pool < 1:
+            raise GrowkitError(f"{where}: pool must be a whole number >= 1 (1: no pooling), got {stage.pool}")
+        if not isinstance(stage.grow, dict) or not (stage.grow or stage.seq_len or stage.pool):
+            raise GrowkitError(f"{where} grows nothing: give grow = {{ d_model = 512, ... }} and/or seq_len = N "
+                               f"and/or pool = K")
         if stage.lr not in LR_POLICIES:
             raise GrowkitError(f"{where}: lr must be one of {', '.join(LR_POLICIES)}, got {stage.lr!r}")
         if stage.lr_scale is not None and not (isinstance(stage.lr_scale, int | float) and 0 < stage.lr_scale < 1e3):

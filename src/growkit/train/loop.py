@@ -126,7 +126,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, t)
         # the stage logic: checks the whole schedule on the model's shapes now, grows at its steps
         self.grower = Grower(cfg.stages(), self.model, self.optimizer, lr=self._base_lr,
-                             seq_len=cfg.data.start_seq_len or cfg.data.seq_len, probe=self._probe_loss,
+                             seq_len=cfg.data.start_seq_len or cfg.data.seq_len, pool=cfg.data.start_pool,
+                             probe=self._probe_loss,
                              parallel=self.parallel, make_optimizer=self._make_optimizer, wrap=self._wrap_grown)
         self.state = TrainState()
         self.sparsity: SparsityController | None = None
@@ -215,7 +216,8 @@ class Trainer:
         """At the current size and training sequence length: it changes at every growth. With sparsity,
         each projection counts only its active weights (`growkit.flops`); the attention term stays dense."""
         if self.sparsity is not None:
-            return training_flops_per_token(self.model.cfg, self.seq_len, self.sparsity.projection_densities())
+            return training_flops_per_token(self.model.cfg, self.seq_len, self.sparsity.projection_densities(),
+                                            pool=self.model.seq_pool)
         return self.model.flops_per_token(self.seq_len)
 
     def _sparsity_config(self) -> SparsityConfig:
@@ -228,7 +230,7 @@ class Trainer:
         t = self.cfg.train
         seq_len = self.cfg.data.start_seq_len or self.cfg.data.seq_len
         tokens = t.batch_size * seq_len
-        fpt = training_flops_per_token(self.initial_model_cfg, seq_len, scfg.density)
+        fpt = training_flops_per_token(self.initial_model_cfg, seq_len, scfg.density, pool=self.cfg.data.start_pool)
         per_budget = [t.max_steps, t.max_tokens and math.ceil(t.max_tokens / tokens),
                       t.max_flops and math.ceil(t.max_flops / (fpt * tokens))]
         return scfg.replace(total_steps=min(n for n in per_budget if n))

@@ -38,13 +38,14 @@ def plan_schedule(cfg: TransformerConfig, stages: list[GrowthStage], seq_len: in
                 if spec.changes(model.cfg):
                     model, _ = grow_shapes(model, spec)
                     drop_masks(model)  # the ramp folds before the next stage
-                elif not stage.seq_len:
+                elif not (stage.seq_len or stage.pool):
                     raise GrowkitError("it grows nothing: the model is already that size; drop the stage or "
                                        "give it larger sizes")
             except GrowkitError as e:
                 raise GrowkitError(f"{where} cannot be applied to the model it meets ({_sizes(model.cfg)}): "
                                    f"{e}") from None
             lengths.append((f"[[growth]] stage {i + 1} seq_len", stage.seq_len))
+            lengths.append((f"[[growth]] stage {i + 1} pool", stage.pool))
             _check_lengths(lengths, model.cfg.max_seq_len)
             configs.append(model.cfg)
     return configs
