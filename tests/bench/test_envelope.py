@@ -144,3 +144,18 @@ def test_quick_preset_end_to_end_through_the_cli(tmp_path: Path) -> None:
     assert data["preset"]["name"] == QUICK.name
     assert len(data["ladder"]) == len(QUICK.ladder)
     assert data["fit"] is not None
+
+
+def test_best_schedule_prefers_reaching_the_target_then_the_lowest_loss() -> None:
+    from growkit.bench.envelope import ScheduleResult, best_schedule
+
+    def sr(name: str, flops: float | None, bound: str | None, final: float) -> ScheduleResult:
+        r = ScheduleResult(name, "", {0: _runs((1e12, final + 0.1), (2e12, final))})
+        r.speedups[0] = {"flops": flops, "bound": bound}
+        return r
+
+    never = {"a": sr("a", 0.95, "upper", 1.90), "b": sr("b", 0.90, "upper", 1.85)}
+    assert best_schedule(never) == "b"  # no schedule reaches it: the lowest final loss, not the largest bound
+    both = {**never, "c": sr("c", 1.2, None, 1.80), "d": sr("d", 1.1, "lower", 1.70)}
+    assert best_schedule(both) == "c"
+    assert best_schedule({"target-wsd": sr("target-wsd", 3.0, None, 1.5), **never}) == "b"  # a control never wins

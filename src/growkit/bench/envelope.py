@@ -347,6 +347,19 @@ class ScheduleResult:
                 "seeds": len(self.speedups)}
 
 
+def best_schedule(results: dict[str, ScheduleResult]) -> str | None:
+    """The growth schedule (controls excluded) that reaches the target loss with the largest FLOP speedup
+    (interpolated or a lower bound); when none reaches it, the one whose largest budget ends lowest."""
+    growth = {n: r for n, r in results.items() if n not in CONTROLS}
+    reached = [n for n, r in growth.items() if r.speedups[0]["flops"] is not None
+               and r.speedups[0]["bound"] in (None, "lower")]
+    if reached:
+        return max(reached, key=lambda n: growth[n].speedups[0]["flops"])
+    if not growth:
+        return None
+    return min(growth, key=lambda n: max(growth[n].runs[0], key=lambda r: r.end.flops).end.loss)
+
+
 def speedup_of(runs: Sequence[RunResult], baseline: Callable[[float], Match], loss: float) -> dict[str, Any]:
     """A schedule's runs (one per budget) against ``baseline`` (loss → cost) at ``loss``."""
     own = frontier_cost([r.end for r in runs], loss)
@@ -479,8 +492,7 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
             if sr is not None:
                 sr.speedups[0] = speedup_of(sr.runs[0], baseline, tpoint.loss)
                 results[name] = sr
-        reached = [n for n in results if results[n].speedups[0]["flops"] is not None and n not in CONTROLS]
-        best = max(reached, key=lambda n: results[n].speedups[0]["flops"]) if reached else None
+        best = best_schedule(results)
         if best is not None:
             for seed in range(1, p.seeds):
                 more = _run_schedule(bench, best, reg, target, usable, by_width, n_opt, tpoint.loss, seed=seed,
