@@ -4,6 +4,7 @@ weights (the previous rule: m·s, v·s²) — on the same data, seed and budget;
 each.
 
     python benchmarks/carry_effect.py [--preset full|quick|micro] [--schedules split,zero]
+    python benchmarks/carry_effect.py --envelope RUN_DIR ... --out F   # runs of `growkit bench envelope`
 
 Last line: ``carry_effect_loss_delta: X`` — over the schedules, the largest (final val loss with moments
 like the weights) − (with moments like the gradients); positive: the gradient rule ends lower.
@@ -72,13 +73,40 @@ def run(preset: str, name: str, rule: str, out: Path) -> dict[str, Any]:
     return {"schedule": name, "rule": rule, "val_loss": final_val_loss(run_dir), "seconds": time.perf_counter() - start}
 
 
+def rerun_like_weights(run_dir: Path, out: Path) -> dict[str, Any]:
+    """A finished run of ``growkit bench envelope`` (trained with the gradient rule) trained again from its
+    ``config.json`` with moments carried like the weights; both final losses."""
+    d = json.loads((run_dir / "config.json").read_text())
+    d.pop("resolved", None)
+    again = out / f"{run_dir.name}-weights"
+    shutil.rmtree(again, ignore_errors=True)
+    d["run"] = {**d["run"], "dir": str(again)}
+    with mock.patch.object(grower, "carry_optimizer_state", like_weights(grower.carry_optimizer_state)):
+        Trainer(gk.RunConfig.from_dict(d)).fit()
+    return {"run": run_dir.name, "gradients": final_val_loss(run_dir), "weights": final_val_loss(again)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="full", choices=sorted(PRESETS))
     parser.add_argument("--schedules", default="split,zero")
     parser.add_argument("--runs", default="runs/carry-effect", help="folder of the runs (replaced)")
     parser.add_argument("--out", default="docs/figures/carry_effect.json")
+    parser.add_argument("--envelope", nargs="+", metavar="RUN_DIR",
+                        help="instead: finished `growkit bench envelope` run dirs, each trained again with moments "
+                             "carried like the weights (same config, data and seed)")
     args = parser.parse_args()
+    if args.envelope:
+        rows = [rerun_like_weights(Path(r), Path(args.runs)) for r in args.envelope]
+        for r in rows:
+            r["delta"] = r["weights"] - r["gradients"]
+            print(f"{r['run']:<28} like gradients {r['gradients']:.4f}  like weights {r['weights']:.4f}  "
+                  f"delta {r['delta']:+.4f}")
+        worst = max((r["delta"] for r in rows), key=abs)
+        Path(args.out).write_text(json.dumps({"envelope_runs": rows, "carry_effect_loss_delta": worst}, indent=2)
+                                  + "\n")
+        print(f"carry_effect_loss_delta: {worst:+.4f}")
+        return
     names = args.schedules.split(",")
     results = [run(args.preset, name, rule, Path(args.runs)) for name in names for rule in ("gradients", "weights")]
     by = {(r["schedule"], r["rule"]): r["val_loss"] for r in results}
