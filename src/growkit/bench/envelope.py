@@ -117,7 +117,7 @@ QUICK = EnvelopePreset(name="quick", ladder=((2, 16), (2, 32), (3, 48)), flops=1
 MICRO = EnvelopePreset(name="micro", ladder=((1, 16), (2, 32)), flops=3e9, levels=(0.5, 1.0),
                        schedule_budgets=(0.5, 1.0), extra_budget=0.25, seq_len=32, batch_size=8, warmup_steps=2,
                        ramp_steps=2, eval_batches=2, evals_per_run=1, min_steps=6, max_extend=1, seeds=2,
-                       overtrain_factor=0.0, schedules=("follow", "late", "target-wsd"), threads=1)
+                       overtrain_factor=0.0, schedules=("follow", "late", "stack-wsd", "target-wsd"), threads=1)
 PRESETS = {p.name: p for p in (FULL, QUICK, MICRO)}
 
 
@@ -347,6 +347,25 @@ class ScheduleResult:
                 "seeds": len(self.speedups)}
 
 
+def against_controls(results: dict[str, ScheduleResult]) -> dict[str, Any]:
+    """Each control (the target from scratch under another LR shape) as the baseline of the variants that
+    use the same LR shape: their speedup to the control's own loss at its largest budget, against the
+    control's frontier — so a variant's gain is told apart from its LR shape's."""
+    out: dict[str, Any] = {}
+    for control in (n for n in results if n in CONTROLS):
+        runs = results[control].runs[0]
+        loss = max(runs, key=lambda r: r.end.flops).end.loss
+        train = VARIANTS[control][2]
+        same = [n for n in results if n in VARIANTS and n not in CONTROLS and VARIANTS[n][2] == train]
+
+        def frontier(x: float, runs: list[RunResult] = runs) -> Match:
+            return frontier_cost([r.end for r in runs], x)
+
+        out[control] = {"loss": loss, "train": train,
+                        "schedules": {n: speedup_of(results[n].runs[0], frontier, loss) for n in same}}
+    return out
+
+
 def best_schedule(results: dict[str, ScheduleResult]) -> str | None:
     """The growth schedule (controls excluded) that reaches the target loss with the largest FLOP speedup
     (interpolated or a lower bound); when none reaches it, the one whose largest budget ends lowest."""
@@ -511,6 +530,7 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
                             "schedules": results, "best": best}
         if reg == REGIMES[1]:
             regimes_out[reg]["over_training"] = ot_check
+        regimes_out[reg]["controls"] = against_controls(results)
 
     data = _results(bench, p, sizes, usable, tuned, sweeps, grid, levels, ranked, target_runs, envelope, fit,
                     optimum, regimes_out, machine(), time.perf_counter() - started)
@@ -665,15 +685,31 @@ def format_tables(data: dict[str, Any]) -> str:
         t = d["target"]
         rows += ["", f"**{reg}** — target {t['shape']} ({t['params']:,} params, {t['tokens_per_param']:.0f} "
                      f"tokens/param), loss {t['loss']:.4f} ± {t['loss_spread']:.4f} at C; baseline: {d['baseline']}",
-                 "| schedule | seeds | speedup FLOPs | speedup wall-clock | FLOPs to target loss |",
-                 "|---|---|---|---|---|"]
+                 "| schedule | seeds | speedup FLOPs | speedup wall-clock | FLOPs to target loss | val loss at "
+                 "its budgets (seed 0) |",
+                 "|---|---|---|---|---|---|"]
         for name, sr in d["schedules"].items():
             h = sr["headline"]
             own = sr["per_seed"]["0"]
+            ends = {r["budget"]: r["final_val_loss"] for r in data["runs"] if r["name"] in sr["runs"]["0"]
+                    and r["seed"] == 0}
             rows.append(f"| {name} | {h['seeds']} | {_fmt(h['flops'], h['bound'], h.get('flops_spread'))} | "
                         f"{_fmt(h['wallclock'], h['bound'], h.get('wallclock_spread'))} | "
-                        f"{({'above': '≥', 'below': '≤'}.get(own['own_bound'] or '', ''))}{own['own_flops']:.3g} |")
+                        f"{({'above': '≥', 'below': '≤'}.get(own['own_bound'] or '', ''))}{own['own_flops']:.3g} | "
+                        f"{' / '.join(f'{ends[b]:.4f}' for b in sorted(ends))} |")
+        rows += _control_rows(d)
     return "\n".join(rows)
+
+
+def _control_rows(d: dict[str, Any]) -> list[str]:
+    rows = []
+    for control, c in d.get("controls", {}).items():
+        rows += ["", f"against the control `{control}` (the target from scratch with {c['train']}, loss "
+                     f"{c['loss']:.4f} at C): variants with the same LR shape",
+                 "| schedule | speedup FLOPs | speedup wall-clock |", "|---|---|---|"]
+        for name, sp in c["schedules"].items():
+            rows.append(f"| {name} | {_fmt(sp['flops'], sp['bound'])} | {_fmt(sp['wallclock'], sp['bound'])} |")
+    return rows
 
 
 def last_lines(data: dict[str, Any]) -> list[str]:
