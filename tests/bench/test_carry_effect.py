@@ -35,3 +35,11 @@ def test_readme_quotes_the_committed_json() -> None:
     assert f"`carry_effect_loss_delta: {data['carry_effect_loss_delta']:+.4f}`" in readme
     for r in data["results"]:
         assert f"{r['val_loss']:.4f}" in readme, r
+
+
+def test_readme_quotes_the_envelope_runs() -> None:
+    data = json.loads((ROOT / "docs" / "figures" / "carry_effect_envelope.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert f"`carry_effect_loss_delta: {data['carry_effect_loss_delta']:+.4f}`" in readme
+    for r in data["envelope_runs"]:
+        assert f"{r['run']} {r['gradients']:.4f} like the gradients, {r['weights']:.4f} like the weights" in readme
