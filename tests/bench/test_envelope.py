@@ -21,6 +21,7 @@ from growkit.bench.envelope import (
     Size,
     _compute_for,
     follow_schedule,
+    format_tables,
     half,
     last_lines,
     lr_at,
@@ -159,3 +160,20 @@ def test_best_schedule_prefers_reaching_the_target_then_the_lowest_loss() -> Non
     both = {**never, "c": sr("c", 1.2, None, 1.80), "d": sr("d", 1.1, "lower", 1.70)}
     assert best_schedule(both) == "c"
     assert best_schedule({"target-wsd": sr("target-wsd", 3.0, None, 1.5), **never}) == "b"  # a control never wins
+
+
+ROOT = Path(__file__).parents[2]
+COMMITTED = ROOT / "docs" / "figures" / "envelope"
+
+
+def test_readme_tables_are_the_committed_full_run() -> None:
+    data = json.loads((COMMITTED / RESULTS_FILE).read_text())
+    assert data["preset"]["name"] == "full"
+    readme = (ROOT / "README.md").read_text()
+    assert format_tables(data) in readme
+    for line in last_lines(data):
+        assert f"`{line}`" in readme
+    for plot in data["plots"]:
+        name = Path(plot).name
+        assert (COMMITTED / name).stat().st_size > 10_000
+        assert f"docs/figures/envelope/{name}" in readme
