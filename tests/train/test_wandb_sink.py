@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,19 +20,30 @@ TINY = ["model.n_layers=1", "model.d_model=32", "model.n_heads=2", "model.d_ff=4
         "run.tensorboard=false", "run.plots=false"]
 
 
-def test_offline_run_logs_evals_train_steps_and_growth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_run_logs_evals_train_steps_and_growth(tmp_path: Path) -> None:
     pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    d = RunConfig.default([*TINY, f"run.dir={tmp_path / 'run'}", "run.wandb=growkit-test"]).to_dict()
-    d["growth"] = [{"at_step": 4, "grow": {"d_ff": 64}, "method": "masked", "ramp_steps": 2}]
-    Trainer(RunConfig.from_dict(d)).fit()
+    # a real `growkit train` process: W&B's service is per process, so nothing another test did to it counts
+    config = tmp_path / "run.toml"
+    config.write_text('[model]\narch = "gpt2"\nn_layers = 1\nd_model = 32\nn_heads = 2\nd_ff = 40\n'
+                      '[[growth]]\nat_step = 4\ngrow = { d_ff = 64 }\nmethod = "masked"\nramp_steps = 2\n')
     run_dir = tmp_path / "run"
+    sets = [x for kv in [*TINY, f"run.dir={run_dir}", "run.wandb=growkit-test"] for x in ("--set", kv)]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    env.pop("WANDB_DISABLED", None)
+    proc = subprocess.run([sys.executable, "-m", "growkit", "train", "--config", str(config), *sets],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     ident = json.loads((run_dir / "wandb_run.json").read_text())
     assert ident["project"] == "growkit-test"
     offline = list((run_dir / "wandb").glob(f"offline-run-*-{ident['id']}"))
     assert len(offline) == 1
-    data = (offline[0] / f"run-{ident['id']}.wandb").read_bytes()  # the run's records, as W&B stores them
-    for key in (b"eval/val_loss", b"train/train_loss", b"growth/params_after"):
+    keys = (b"eval/val_loss", b"train/train_loss", b"growth/params_after")
+    records = offline[0] / f"run-{ident['id']}.wandb"  # the run's records, as W&B stores them
+    deadline = time.monotonic() + 60  # W&B's service process may still be flushing after finish() on busy cores
+    while not all(k in records.read_bytes() for k in keys) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    data = records.read_bytes()
+    for key in keys:
         assert key in data
 
 
