@@ -685,6 +685,7 @@ def format_tables(data: dict[str, Any]) -> str:
         t = d["target"]
         rows += ["", f"**{reg}** — target {t['shape']} ({t['params']:,} params, {t['tokens_per_param']:.0f} "
                      f"tokens/param), loss {t['loss']:.4f} ± {t['loss_spread']:.4f} at C; baseline: {d['baseline']}",
+                 "",
                  "| schedule | seeds | speedup FLOPs | speedup wall-clock | FLOPs to target loss | val loss at "
                  "its budgets (seed 0) |",
                  "|---|---|---|---|---|---|"]
@@ -704,8 +705,9 @@ def format_tables(data: dict[str, Any]) -> str:
 def _control_rows(d: dict[str, Any]) -> list[str]:
     rows = []
     for control, c in d.get("controls", {}).items():
-        rows += ["", f"against the control `{control}` (the target from scratch with {c['train']}, loss "
-                     f"{c['loss']:.4f} at C): variants with the same LR shape",
+        rows += ["", f"against the control `{control}` (the target from scratch with "
+                     f"{', '.join(f'{k} = {v}' for k, v in c['train'].items())}, loss "
+                     f"{c['loss']:.4f} at C): variants with the same LR shape", "",
                  "| schedule | speedup FLOPs | speedup wall-clock |", "|---|---|---|"]
         for name, sp in c["schedules"].items():
             rows.append(f"| {name} | {_fmt(sp['flops'], sp['bound'])} | {_fmt(sp['wallclock'], sp['bound'])} |")
