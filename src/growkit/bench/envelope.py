@@ -49,7 +49,16 @@ from growkit.bench.figures import save
 from growkit.bench.frontier import Match, Point, envelope_cost, frontier_cost, lower_hull, ratio
 from growkit.bench.scaling import Fit, compute_optimal, fit_loss_law, flops_per_token_curve
 from growkit.bench.schedules import Preset, Schedule, Shape, run_dict, seed_schedules
-from growkit.bench.speedup import RunResult, RunSpec, execute, plan_run, preset_threads, read_result, resolved_now
+from growkit.bench.speedup import (
+    RunResult,
+    RunSpec,
+    _fmt_speedup,
+    execute,
+    plan_run,
+    preset_threads,
+    read_result,
+    resolved_now,
+)
 from growkit.errors import GrowkitError
 
 RESULTS_FILE = "results.json"
@@ -148,13 +157,14 @@ class Size:
 
 
 def size_of(s: Shape, seq_len: int, vocab_size: int) -> Size:
-    import growkit as gk
-    from growkit.flops import training_flops_per_token
+    """The ladder size of shape ``s`` (built on the meta device: sizes only, no weights)."""
+    import torch
 
-    cfg = gk.TransformerConfig.from_dict({**s.model("llama"), "vocab_size": vocab_size})
-    per_layer = gk.Transformer(gk.TransformerConfig.from_dict({**cfg.to_dict(), "vocab_size": 8}))
-    params = sum(p.numel() for n, p in per_layer.named_parameters() if "_emb" not in n and "lm_head" not in n)
-    return Size(s, params, training_flops_per_token(cfg, seq_len))
+    import growkit as gk
+
+    with torch.device("meta"):
+        model = gk.Transformer(gk.TransformerConfig.from_dict({**s.model("llama"), "vocab_size": vocab_size}))
+    return Size(s, model.num_params(exclude_embeddings=True), model.flops_per_token(seq_len))
 
 
 def _base(p: EnvelopePreset) -> Preset:
@@ -233,7 +243,8 @@ class Bench:
         t0 = time.perf_counter()
         reused = execute(spec, remeasure=self.remeasure)
         r = read_result(spec, reused)
-        r.extra.update(lr=pre.lr, seed=seed, epochs=r.tokens / self.train_tokens, budget=budget)
+        r.extra.update(lr=pre.lr, seed=seed, epochs=r.tokens / self.train_tokens, budget=budget,
+                       growth=cfg["growth"])
         self.results[key] = r
         self.reused += reused
         what = "reused" if reused else f"{time.perf_counter() - t0:.0f} s"
@@ -393,8 +404,7 @@ def speedup_of(runs: Sequence[RunResult], baseline: Callable[[float], Match], lo
 def _fmt(x: float | None, bound: str | None = None, spread: float | None = None) -> str:
     if x is None:
         return "not reached" if bound == "not reached" else "—"
-    mark = {"lower": "≥", "upper": "≤"}.get(bound or "", "")
-    return f"{mark}{x:.2f}" + (f" ± {spread:.2f}" if spread else "")
+    return _fmt_speedup(x, bound) + (f" ± {spread:.2f}" if spread else "")
 
 
 # -- the benchmark ---------------------------------------------------------------------------------------
@@ -610,7 +620,8 @@ def _results(bench: Bench, p: EnvelopePreset, sizes: list[Size], usable: list[Si
                 "flops": r.end.flops, "train_time_s": r.end.time_s, "tokens": r.tokens, "params": r.params,
                 "epochs": r.extra["epochs"], "lr": r.extra["lr"], "seed": r.extra["seed"],
                 "max_loss_jump": r.max_loss_jump, "reused": r.reused, "cpu_share": r.extra.get("cpu_share"),
-                "final_model": r.extra.get("final_model"), "curve": [asdict(pt) for pt in r.curve]}
+                "final_model": r.extra.get("final_model"), "growth": r.extra.get("growth", []),
+                "curve": [asdict(pt) for pt in r.curve]}
 
     reg_out = {}
     for reg, d in regimes.items():
@@ -647,6 +658,8 @@ def _results(bench: Bench, p: EnvelopePreset, sizes: list[Size], usable: list[Si
             "overtrained_speedup_wallclock": _headline_of(reg_out, REGIMES[1], best_ot, "wallclock"),
             "best_compute_optimal": best_co, "best_over_trained": best_ot,
         },
+        "train_tokens": bench.train_tokens,
+        "resolved": next(iter(bench.results.values())).extra.get("resolved"),
         "runs": [run_row(r) for r in bench.results.values()],
         "reused_runs": bench.reused,
         "benchmark_wall_s": wall,
