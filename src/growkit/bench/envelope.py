@@ -6,10 +6,15 @@ The benchmark, in the order it runs (every run with its own LR schedule, fully d
    tokenizer, so that non-embedding parameters dominate. Each size runs at the *iso-FLOP levels*
    ``C·levels`` (C/8, C/4, C/2, C by default) — skipped where that needs more than ``max_epochs`` passes
    over the bundled corpus's training split, or fewer than ``min_steps`` optimizer steps.
-2. **The LR rule.** Each size's peak LR is swept at its smallest level: 3 values, ½×, 1× and 2× the
-   centre ``lr_ref · (64 / d_model)^½``; when the best is at an edge the sweep goes on in that direction
-   (up to ``max_extend`` more values). The winner is that size's LR at every level, and the LR of growth
-   schedules at that size (`lr_at`, log-log in d_model between tuned sizes): growth gets no more tuning.
+2. **The LR rule.** First the LR *shape* (after warmup): each of ``lr_shapes`` (`LR_SHAPES`: cosine to lr/10,
+   cosine / linear to zero, warmup-stable-decay to lr/10 or to zero) trains the middle ladder size at its
+   sweep level with the centre LR; the lowest final loss wins, and every run of the benchmark — from scratch
+   and growth alike — uses that shape. Then each size's peak LR is swept at its *sweep level* (its largest
+   feasible level up to ``sweep_level`` × C, where steps are many enough for the optimum to be stable): 3
+   values, ½×, 1× and 2× the centre ``lr_ref · (64 / d_model)^½``; when the best is at an edge the sweep goes
+   on in that direction (up to ``max_extend`` more values). The winner is that size's LR at every level, and
+   the LR of growth schedules at that size (`lr_at`, log-log in d_model between tuned sizes): growth gets no
+   more tuning.
 3. **The envelope**: the lower convex hull, in (log FLOPs, loss), of every from-scratch run
    (`growkit.bench.frontier.lower_hull`), and the **L(N, D) fit** to the tuned runs
    (`growkit.bench.scaling`), with N*(C), D*(C) and the residuals.
@@ -28,6 +33,9 @@ The benchmark, in the order it runs (every run with its own LR schedule, fully d
    the runs, never an extrapolation. The best schedule of each regime runs with ``seeds`` seeds: its
    headline is their mean and spread.
 
+With ``jobs`` > 1 the runs of each step that do not depend on each other train that many at a time, each
+in its own process with ``threads`` threads (`Bench.run_many`).
+
 The output folder holds one run dir per run (a finished run is reused, so an interrupted benchmark goes on
 where it stopped), ``results.json``, the figures, and the table on stdout, whose last three lines are
 ``envelope_speedup_flops``, ``envelope_speedup_wallclock`` (best schedule, compute-optimal regime) and
@@ -36,6 +44,7 @@ where it stopped), ``results.json``, the figures, and the table on stdout, whose
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import statistics
@@ -52,6 +61,7 @@ from growkit.bench.schedules import Preset, Schedule, Shape, run_dict, seed_sche
 from growkit.bench.speedup import (
     RunResult,
     RunSpec,
+    _finished,
     _fmt_speedup,
     execute,
     plan_run,
@@ -77,6 +87,15 @@ VARIANTS: dict[str, tuple[str, float | None, dict[str, Any]]] = {
 #: Not growth: the target from scratch under another LR shape, so a variant's gain can be told from the LR's.
 CONTROLS = ("target-wsd",)
 SCHEDULES = SEED_SCHEDULES + tuple(VARIANTS)
+#: The LR shapes the from-scratch baseline may use (``[train]`` overrides after warmup): the sweep picks one
+#: (`sweep_shape`) and every run of the benchmark, growth included, uses it. ``d2z``: decay to zero.
+LR_SHAPES: dict[str, dict[str, Any]] = {
+    "cosine": {"decay": "cosine"},
+    "cosine-d2z": {"decay": "cosine", "min_lr": 0.0},
+    "linear-d2z": {"decay": "linear", "min_lr": 0.0},
+    "wsd": {"decay": "wsd"},
+    "wsd-d2z": {"decay": "wsd", "min_lr": 0.0},
+}
 HEAD_WIDTH = 16
 
 
@@ -100,6 +119,10 @@ class EnvelopePreset:
     evals_per_run: int = 4
     lr_ref: float = 4e-3
     """Centre of the LR sweep at d_model 64 (scaled by (64 / d_model)^½ for other widths)."""
+    lr_shapes: tuple[str, ...] = tuple(LR_SHAPES)
+    """The LR shapes swept (`LR_SHAPES`); the first is the one used when only one is given."""
+    sweep_level: float = 0.5
+    """The level (× C) the LR and LR-shape sweeps run at: each size's largest feasible level up to it."""
     max_extend: int = 2
     max_epochs: float = 4.0
     min_steps: int = 40
@@ -110,6 +133,9 @@ class EnvelopePreset:
     """The schedules also run in the over-trained regime (a subset: its target is small, so several seed
     schedules grow the same dimensions, and its runs are slow per FLOP)."""
     threads: int | None = None
+    jobs: int = 1
+    """Runs trained at once, each in its own process with ``threads`` threads (2 on a 2-core machine with
+    ``threads = 1``: every run still has a core of its own)."""
 
 
 #: The full benchmark: 5 sizes from 2L×16 to 4L×64 (6.7k → 201k non-embedding parameters, 30×) at C = 2e12,
@@ -117,16 +143,18 @@ class EnvelopePreset:
 #: job holds the other core). Sized from the quick preset's measured rates (1 thread, float32, AMD EPYC:
 #: ≈ 8 GFLOP/s at 1L×16, 20 at 2L×32, 24 at 3L×48) to ≈ 40 C of runs in about 100 minutes.
 FULL = EnvelopePreset(name="full", ladder=((2, 16), (2, 32), (3, 32), (3, 48), (4, 64)), flops=2e12,
-                      batch_size=16, threads=1, overtrained_schedules=("late", "stack", "msg", "copy"))
+                      batch_size=16, threads=1, jobs=2, overtrained_schedules=("late", "stack", "msg", "copy"))
 #: ``--quick``: the same pipeline on 4 tiny sizes and a small budget (< 10 minutes).
 QUICK = EnvelopePreset(name="quick", ladder=((2, 16), (2, 32), (3, 48)), flops=1.2e11, seq_len=64,
                        batch_size=16, warmup_steps=5, ramp_steps=5, eval_batches=4, evals_per_run=2, min_steps=12,
-                       max_extend=1, schedules=("follow", "msg", "late", "stack"), threads=1)
+                       max_extend=1, schedules=("follow", "msg", "late", "stack"), threads=1,
+                       lr_shapes=("cosine", "linear-d2z"), sweep_level=0.25)
 #: For tests: a few seconds per run.
 MICRO = EnvelopePreset(name="micro", ladder=((1, 16), (2, 32)), flops=3e9, levels=(0.5, 1.0),
                        schedule_budgets=(0.5, 1.0), extra_budget=0.25, seq_len=32, batch_size=8, warmup_steps=2,
                        ramp_steps=2, eval_batches=2, evals_per_run=1, min_steps=6, max_extend=1, seeds=2,
-                       overtrain_factor=0.0, schedules=("follow", "late", "stack-wsd", "target-wsd"), threads=1)
+                       overtrain_factor=0.0, schedules=("follow", "late", "stack-wsd", "target-wsd"), threads=1,
+                       lr_shapes=("cosine", "wsd-d2z"))
 PRESETS = {p.name: p for p in (FULL, QUICK, MICRO)}
 
 
@@ -211,6 +239,21 @@ def with_lr_scales(s: Schedule, tuned: dict[int, float], preset: Preset) -> tupl
 
 # -- running ---------------------------------------------------------------------------------------------
 @dataclass
+class Req:
+    """One run to make: ``schedule`` with ``budget`` × C training FLOPs, the LR of ``preset``, ``seed``."""
+
+    name: str
+    schedule: Schedule
+    budget: float
+    preset: Preset | None = None
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}-s{self.seed}"
+
+
+@dataclass
 class Bench:
     """One benchmark's state: where it writes, what it has run, and how."""
 
@@ -223,39 +266,86 @@ class Bench:
     reused: int = 0
     remeasure: bool = False
     """Run again the finished runs whose cores were shared (`growkit.bench.speedup.execute`)."""
+    lr_shape: str | None = None
+    """The LR shape (`LR_SHAPES`) of every run once the shape sweep has chosen it."""
+    fresh: dict[str, float] = field(default_factory=dict)
+    """Runs trained by this invocation in a worker process (`run_many`), with their seconds."""
 
     @property
     def base(self) -> Preset:
         return _base(self.preset)
 
-    def run(self, name: str, schedule: Schedule, budget: float, lr_preset: Preset | None = None,
-            seed: int = 0) -> RunResult:
-        """Run (or reuse) ``schedule`` with ``budget`` × C training FLOPs."""
-        key = f"{name}-s{seed}"
-        if key in self.results:
-            return self.results[key]
-        pre = replace(lr_preset or self.base, seed=seed)
-        run_dir = str(self.out / "runs" / key)
-        cfg = run_dict(pre, schedule, budget, run_dir, max_flops=budget * self.preset.flops)
+    def spec(self, req: Req) -> RunSpec:
+        """The run of ``req``: the schedule's own ``[train]`` overrides on top of the benchmark's LR shape."""
+        pre = replace(req.preset or self.base, seed=req.seed)
+        schedule = req.schedule
+        if self.lr_shape is not None:
+            schedule = replace(schedule, train={**LR_SHAPES[self.lr_shape], **schedule.train})
+        run_dir = str(self.out / "runs" / req.key)
+        cfg = run_dict(pre, schedule, req.budget, run_dir, max_flops=req.budget * self.preset.flops)
         plan = plan_run(cfg, self.vocab_size)
         cfg["run"]["eval_every"] = max(1, math.ceil(plan.steps / self.preset.evals_per_run))
-        spec = RunSpec(key, schedule.name, budget, cfg, plan, preset_threads(self.preset.threads))
+        return RunSpec(req.key, schedule.name, req.budget, cfg, plan, preset_threads(self.preset.threads))
+
+    def run(self, req: Req) -> RunResult:
+        """Run (or reuse) ``req``."""
+        if req.key in self.results:
+            return self.results[req.key]
+        spec = self.spec(req)
         t0 = time.perf_counter()
-        reused = execute(spec, remeasure=self.remeasure)
+        reused = execute(spec, remeasure=self.remeasure) and req.key not in self.fresh
         r = read_result(spec, reused)
-        r.extra.update(lr=pre.lr, seed=seed, epochs=r.tokens / self.train_tokens, budget=budget,
-                       growth=cfg["growth"])
-        self.results[key] = r
+        pre = req.preset or self.base
+        r.extra.update(lr=pre.lr, seed=req.seed, epochs=r.tokens / self.train_tokens, budget=req.budget,
+                       growth=spec.config["growth"], lr_shape=shape_of(spec.config["train"]))
+        self.results[req.key] = r
         self.reused += reused
-        what = "reused" if reused else f"{time.perf_counter() - t0:.0f} s"
-        self.log(f"  {key}: {plan.steps} steps, {r.tokens:,} tokens ({r.tokens / self.train_tokens:.2f} epochs), "
-                 f"{r.end.flops:.3g} FLOPs, lr {pre.lr:.2e}, val loss {r.end.loss:.4f} ({what})")
+        secs = self.fresh.get(req.key, time.perf_counter() - t0)
+        what = "reused" if reused else f"{secs:.0f} s"
+        self.log(f"  {req.key}: {spec.plan.steps} steps, {r.tokens:,} tokens ({r.tokens / self.train_tokens:.2f} "
+                 f"epochs), {r.end.flops:.3g} FLOPs, lr {pre.lr:.2e}, val loss {r.end.loss:.4f} ({what})")
         return r
 
-    def scratch(self, size: Size, level: float, lr: float, seed: int = 0) -> RunResult:
+    def run_many(self, reqs: Sequence[Req]) -> list[RunResult]:
+        """Run (or reuse) every request; with ``jobs`` > 1 the unfinished ones train ``jobs`` at a time, each in
+        a process of its own. A run that fails in a worker is run again here, where its error is raised."""
+        if self.preset.jobs > 1:
+            unique = {r.key: r for r in reqs if r.key not in self.results}
+            todo = [(k, self.spec(r)) for k, r in unique.items()]
+            todo = [(k, sp) for k, sp in todo if not (_finished(sp) and not self.remeasure)]
+            if len(todo) > 1:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                ctx = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(min(self.preset.jobs, len(todo)), mp_context=ctx) as pool:
+                    futures = {k: pool.submit(_timed_execute, sp, self.remeasure) for k, sp in todo}
+                    for k, f in futures.items():
+                        with contextlib.suppress(Exception):  # run again below, in this process, which raises it
+                            self.fresh[k] = f.result()
+        return [self.run(r) for r in reqs]
+
+    def scratch_req(self, size: Size, level: float, lr: float, seed: int = 0) -> Req:
         s = Schedule("scratch", f"{label(size.shape)} from scratch", size.shape.model("llama"))
         name = f"scratch-{size.shape.n_layers}x{size.shape.d_model}-c{round(level * 1000):04d}-lr{lr:.2e}"
-        return self.run(name, s, level, replace(self.base, lr=lr), seed)
+        if self.lr_shape is not None:
+            name += f"-{self.lr_shape}"
+        return Req(name, s, level, replace(self.base, lr=lr), seed)
+
+    def scratch(self, size: Size, level: float, lr: float, seed: int = 0) -> RunResult:
+        return self.run(self.scratch_req(size, level, lr, seed))
+
+
+def shape_of(train: dict[str, Any]) -> str:
+    """The LR shape's name of a run's ``[train]`` table, as in `LR_SHAPES` (``-d2z``: decays to zero)."""
+    return train.get("decay", "cosine") + ("-d2z" if train.get("min_lr") == 0.0 else "")
+
+
+def _timed_execute(spec: RunSpec, remeasure: bool) -> float:
+    """`execute` in a worker process; returns its seconds."""
+    t0 = time.perf_counter()
+    execute(spec, remeasure=remeasure)
+    return time.perf_counter() - t0
 
 
 def feasible_levels(p: EnvelopePreset, size: Size, train_tokens: int) -> list[float]:
@@ -268,22 +358,56 @@ def feasible_levels(p: EnvelopePreset, size: Size, train_tokens: int) -> list[fl
     return out
 
 
-def sweep_lr(bench: Bench, size: Size, level: float) -> tuple[float, list[tuple[float, float]]]:
-    """The LR rule (module doc): returns the winner and every (lr, loss) tried."""
+def sweep_level(p: EnvelopePreset, levels: Sequence[float]) -> float:
+    """The level a size's sweeps run at: its largest feasible level up to ``sweep_level`` (else its smallest)."""
+    below = [lv for lv in levels if lv <= p.sweep_level]
+    return max(below) if below else min(levels)
+
+
+def centre_lr(p: EnvelopePreset, size: Size) -> float:
+    """The centre of a size's LR sweep: ``lr_ref · (64 / d_model)^½``."""
+    return p.lr_ref * (64 / size.shape.d_model) ** 0.5
+
+
+def sweep_shape(bench: Bench, size: Size, level: float) -> tuple[str, list[tuple[str, float]]]:
+    """The LR-shape rule: every shape of the preset on ``size`` at ``level`` with the centre LR; the lowest
+    final loss wins. Returns the winner and every (shape, loss) tried."""
     p = bench.preset
-    centre = p.lr_ref * (64 / size.shape.d_model) ** 0.5
-    tried = {lr: bench.scratch(size, level, lr).end.loss for lr in (centre / 2, centre, centre * 2)}
-    for _ in range(p.max_extend):
-        best = min(tried, key=lambda lr: tried[lr])
-        if best == min(tried):
-            nxt = best / 2
-        elif best == max(tried):
-            nxt = best * 2
-        else:
+    tried = []
+    reqs = []
+    for name in p.lr_shapes:
+        if name not in LR_SHAPES:
+            raise GrowkitError(f"unknown LR shape {name!r}: choose from {', '.join(LR_SHAPES)}")
+        s = Schedule("scratch", f"{label(size.shape)} from scratch, LR shape {name}", size.shape.model("llama"),
+                     train=dict(LR_SHAPES[name]))
+        lr = centre_lr(p, size)
+        reqs.append(Req(f"shape-{name}-{size.shape.n_layers}x{size.shape.d_model}-c{round(level * 1000):04d}"
+                        f"-lr{lr:.2e}", s, level, replace(bench.base, lr=lr)))
+    for name, r in zip(p.lr_shapes, bench.run_many(reqs), strict=True):
+        tried.append((name, r.end.loss))
+    return min(tried, key=lambda t: t[1])[0], tried
+
+
+def sweep_lrs(bench: Bench, at: dict[str, tuple[Size, float]]) -> dict[str, tuple[float, list[tuple[float, float]]]]:
+    """The LR rule (module doc) for every size at once (``label: (size, level)``): returns, per size, the
+    winner and every (lr, loss) tried."""
+    p = bench.preset
+    tried: dict[str, dict[float, float]] = {k: {} for k in at}
+    nxt = {k: [centre_lr(p, s) / 2, centre_lr(p, s), centre_lr(p, s) * 2] for k, (s, _) in at.items()}
+    for _ in range(p.max_extend + 1):
+        reqs = {(k, lr): bench.scratch_req(at[k][0], at[k][1], lr) for k, lrs in nxt.items() for lr in lrs}
+        for (k, lr), r in zip(reqs, bench.run_many(list(reqs.values())), strict=True):
+            tried[k][lr] = r.end.loss
+        nxt = {}
+        for k, t in tried.items():
+            best = min(t, key=lambda lr: t[lr])
+            if best == min(t) and len(t) < 3 + p.max_extend:
+                nxt[k] = [best / 2]
+            elif best == max(t) and len(t) < 3 + p.max_extend:
+                nxt[k] = [best * 2]
+        if not nxt:
             break
-        tried[nxt] = bench.scratch(size, level, nxt).end.loss
-    best = min(tried, key=lambda lr: tried[lr])
-    return best, sorted(tried.items())
+    return {k: (min(t, key=lambda lr: t[lr]), sorted(t.items())) for k, t in tried.items()}
 
 
 def _mean_point(runs: Sequence[RunResult]) -> Point:
@@ -439,27 +563,38 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
         f"{', '.join(f'{label(s.shape)} ({s.params:,})' for s in sizes)}; corpus train split {train_tokens:,} "
         f"tokens (≤ {p.max_epochs:g} epochs a run); {threads} thread(s), {resolved_now(probe, threads).summary()}")
 
-    # 1-2: LR sweep and the iso-FLOP grid
-    log("LR sweep (each size at its smallest level):")
-    tuned: dict[str, float] = {}
-    sweeps: dict[str, Any] = {}
+    # 1-2: the LR shape, the LR sweep and the iso-FLOP grid
     levels = {label(s.shape): feasible_levels(p, s, train_tokens) for s in sizes}
+    runnable = [s for s in sizes if levels[label(s.shape)]]
     for s in sizes:
-        lv = levels[label(s.shape)]
-        if not lv:
+        if not levels[label(s.shape)]:
             log(f"  {label(s.shape)}: no feasible level (over {p.max_epochs:g} epochs or under {p.min_steps} steps)")
-            continue
-        best, tried = sweep_lr(bench, s, lv[0])
-        tuned[label(s.shape)] = best
-        sweeps[label(s.shape)] = {"level": lv[0], "tried": tried, "best": best}
-    usable = [s for s in sizes if label(s.shape) in tuned]
-    by_width = lr_by_width([(s.shape.d_model, tuned[label(s.shape)]) for s in usable])
-    if len(usable) < 2:
+    if len(runnable) < 2:
         raise GrowkitError("fewer than 2 ladder sizes can run at this budget: raise flops or max_epochs")
+    shape_sweep: dict[str, Any] | None = None
+    if len(p.lr_shapes) > 1:
+        ref = runnable[len(runnable) // 2]
+        lv = sweep_level(p, levels[label(ref.shape)])
+        log(f"LR shape sweep ({label(ref.shape)} at {lv:g} C, lr {centre_lr(p, ref):.2e}):")
+        chosen, tried_shapes = sweep_shape(bench, ref, lv)
+        shape_sweep = {"size": label(ref.shape), "level": lv, "lr": centre_lr(p, ref), "tried": tried_shapes,
+                       "best": chosen}
+    else:
+        chosen = p.lr_shapes[0]
+    bench.lr_shape = chosen
+    log(f"LR sweep (LR shape {chosen}; each size at its largest level up to {p.sweep_level:g} C):")
+    at = {label(s.shape): (s, sweep_level(p, levels[label(s.shape)])) for s in runnable}
+    swept = sweep_lrs(bench, at)
+    tuned = {k: best for k, (best, _) in swept.items()}
+    sweeps = {k: {"level": at[k][1], "tried": tried, "best": best} for k, (best, tried) in swept.items()}
+    usable = runnable
+    by_width = lr_by_width([(s.shape.d_model, tuned[label(s.shape)]) for s in usable])
     log("iso-FLOP grid:")
-    grid: dict[str, dict[float, RunResult]] = {}
-    for s in usable:
-        grid[label(s.shape)] = {lv: bench.scratch(s, lv, tuned[label(s.shape)]) for lv in levels[label(s.shape)]}
+    cells = [(label(s.shape), lv, bench.scratch_req(s, lv, tuned[label(s.shape)]))
+             for s in usable for lv in levels[label(s.shape)]]
+    grid: dict[str, dict[float, RunResult]] = {k: {} for k in tuned}
+    for (k, lv, _), r in zip(cells, bench.run_many([c[2] for c in cells]), strict=True):
+        grid[k][lv] = r
 
     # 3: the L(N, D) fit and the compute-optimal size it predicts
     fit_runs = [(float(s.params), float(r.tokens), r.end.loss) for s in usable for r in grid[label(s.shape)].values()]
@@ -474,8 +609,10 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
         raise GrowkitError("no ladder size runs at the full budget C: raise max_epochs or add larger sizes")
     ranked = sorted(at_c, key=lambda k: grid[k][1.0].end.loss)
     log("seeds of the best and runner-up sizes at C:")
-    target_runs = {k: [bench.scratch(at_c[k], 1.0, tuned[k], seed) for seed in range(p.seeds)]
-                   for k in ranked[:2]}
+    seeded = [(k, bench.scratch_req(at_c[k], 1.0, tuned[k], seed)) for k in ranked[:2] for seed in range(p.seeds)]
+    target_runs: dict[str, list[RunResult]] = {k: [] for k in ranked[:2]}
+    for (k, _), r in zip(seeded, bench.run_many([q for _, q in seeded]), strict=True):
+        target_runs[k].append(r)
     ranked[:2] = sorted(ranked[:2], key=lambda k: _mean_point(target_runs[k]).loss)
     co_target = at_c[ranked[0]]
     regimes_out: dict[str, Any] = {}
@@ -494,8 +631,8 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
         ok = [k for k in at_c if grid[k][1.0].tokens / at_c[k].params >= need]
         ot_key = max(ok, key=lambda k: at_c[k].params) if ok else min(at_c, key=lambda k: at_c[k].params)
         ot = at_c[ot_key]
-        runs = target_runs.get(ot_key) or [bench.scratch(ot, 1.0, tuned[ot_key], seed)
-                                           for seed in range(p.seeds)]
+        runs = target_runs.get(ot_key) or bench.run_many([bench.scratch_req(ot, 1.0, tuned[ot_key], seed)
+                                                          for seed in range(p.seeds)])
 
         def own_frontier(loss: float, key: str = ot_key) -> Match:
             return frontier_cost([r.end for r in grid[key].values()], loss)
@@ -511,21 +648,24 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
         log(f"{reg}: target {label(target.shape)} ({target.params:,} params), loss {tpoint.loss:.4f} "
             f"± {_spread([r.end.loss for r in truns]):.4f} at C ({truns[0].tokens / target.params:.0f} tokens/param)")
         results: dict[str, ScheduleResult] = {}
-        for name in names:
-            if name.startswith("follow") and (reg != "compute-optimal" or n_opt is None):
-                continue
-            if reg == REGIMES[1] and name not in p.overtrained_schedules:
-                continue
-            sr = _run_schedule(bench, name, reg, target, usable, by_width, n_opt, tpoint.loss, seed=0,
-                               target_lr=tuned[label(target.shape)])
+        todo = [n for n in names if not (n.startswith("follow") and (reg != "compute-optimal" or n_opt is None))
+                and not (reg == REGIMES[1] and n not in p.overtrained_schedules)]
+        plans = {n: _ScheduleRuns(bench, n, reg, target, usable, by_width, n_opt, tuned[label(target.shape)])
+                 for n in todo}
+        bench.run_many([q for sr in plans.values() for q in sr.reqs(0, sr.budgets)])
+        bench.run_many([q for sr in plans.values() for q in sr.extra_reqs(0, tpoint.loss)])
+        for name, plan in plans.items():
+            sr = plan.result(0, tpoint.loss)
             if sr is not None:
                 sr.speedups[0] = speedup_of(sr.runs[0], baseline, tpoint.loss)
                 results[name] = sr
         best = best_schedule(results)
-        if best is not None:
+        if best is not None and p.seeds > 1:
+            plan = plans[best]
+            bench.run_many([q for seed in range(1, p.seeds) for q in plan.reqs(seed, plan.budgets)])
+            bench.run_many([q for seed in range(1, p.seeds) for q in plan.extra_reqs(seed, tpoint.loss)])
             for seed in range(1, p.seeds):
-                more = _run_schedule(bench, best, reg, target, usable, by_width, n_opt, tpoint.loss, seed=seed,
-                                     target_lr=tuned[label(target.shape)])
+                more = plan.result(seed, tpoint.loss)
                 assert more is not None
                 results[best].runs[seed] = more.runs[seed]
                 results[best].speedups[seed] = speedup_of(more.runs[seed], baseline, tpoint.loss)
@@ -542,8 +682,8 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
             regimes_out[reg]["over_training"] = ot_check
         regimes_out[reg]["controls"] = against_controls(results)
 
-    data = _results(bench, p, sizes, usable, tuned, sweeps, grid, levels, ranked, target_runs, envelope, fit,
-                    optimum, regimes_out, machine(), time.perf_counter() - started)
+    data = _results(bench, p, sizes, usable, tuned, shape_sweep, sweeps, grid, levels, ranked, target_runs, envelope,
+                    fit, optimum, regimes_out, machine(), time.perf_counter() - started)
     data["plots"] = [str(x) for x in plot(data, out)]
     import json
 
@@ -559,66 +699,91 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
     return data
 
 
-def _run_schedule(bench: Bench, name: str, reg: str, target: Size, sizes: Sequence[Size], tuned: dict[int, float],
-                  n_opt: Callable[[float], float] | None, target_loss: float, seed: int,
-                  target_lr: float) -> ScheduleResult | None:
-    """Run schedule ``name`` into ``target`` at its budgets (adding the extra one when its smallest budget
-    already reaches ``target_loss``). Growth runs get the tuned LR of each width (`with_lr_scales`); a
-    control (the target from scratch) gets the target's own tuned LR."""
-    p = bench.preset
-    tag = "co" if reg == REGIMES[0] else "ot"
-    budgets = sorted(p.schedule_budgets)
+class _ScheduleRuns:
+    """The runs of schedule ``name`` into ``target`` in one regime: its budgets (and the extra budget when its
+    smallest budget already reaches the target's loss), per seed. Growth runs get the tuned LR of each width
+    (`with_lr_scales`); a control (the target from scratch) gets the target's own tuned LR. A schedule that
+    cannot grow this target is skipped, with the reason logged."""
 
-    def build(budget: float) -> Schedule:
+    def __init__(self, bench: Bench, name: str, reg: str, target: Size, sizes: Sequence[Size],
+                 tuned: dict[int, float], n_opt: Callable[[float], float] | None, target_lr: float) -> None:
+        self.bench, self.name, self.target, self.sizes = bench, name, target, sizes
+        self.tuned, self.n_opt, self.target_lr = tuned, n_opt, target_lr
+        self.tag = "co" if reg == REGIMES[0] else "ot"
+        self.budgets = sorted(bench.preset.schedule_budgets)
+        self.skip: str | None = None
+        shape = LR_SHAPES.get(bench.lr_shape or "", {})
+        if name in VARIANTS and VARIANTS[name][1] is None and {**shape, **VARIANTS[name][2]} == shape:
+            self.skip = f"under the chosen LR shape {bench.lr_shape} it is {VARIANTS[name][0]} itself"
+        elif not name.startswith(("follow", "target")) and half(target.shape) == target.shape:
+            self.skip = f"the target {label(target.shape)} is the smallest shape growth starts from"
+        else:
+            try:
+                for b in self.budgets:
+                    bench.spec(self.req(b, 0))
+            except GrowkitError as e:
+                self.skip = str(e)
+        if self.skip:
+            bench.log(f"  {name}: skipped — {self.skip}")
+
+    def build(self, budget: float) -> Schedule:
+        name = self.name
         if name in VARIANTS:
             base, at, train = VARIANTS[name]
             if base == "target":
-                s = Schedule(name, "the target from scratch (a control, not growth)", target.shape.model("llama"))
+                s = Schedule(name, "the target from scratch (a control, not growth)", self.target.shape.model("llama"))
             else:
-                s = build_base(base, budget)
+                s = self.build_base(base, budget)
                 if at is not None:
                     s = replace(s, growth=[{**s.growth[0], "at_fraction": at}, *s.growth[1:]])
             changes = ([f"growth at {at:.0%}"] if at is not None else []) + [f"{k} = {v}" for k, v in train.items()]
             return replace(s, name=name, train={**s.train, **train}, title=f"{s.title} — {', '.join(changes)}")
-        return build_base(name, budget)
+        return self.build_base(name, budget)
 
-    def build_base(name: str, budget: float) -> Schedule:
+    def build_base(self, name: str, budget: float) -> Schedule:
+        p = self.bench.preset
         if name == "follow":
-            assert n_opt is not None
-            return follow_schedule(bench, sizes, target, n_opt, budget)
-        found = {s.name: s for s in seed_schedules(target.shape, half(target.shape), p.ramp_steps, p.seq_len,
-                                                   "llama")}
+            assert self.n_opt is not None
+            return follow_schedule(self.bench, self.sizes, self.target, self.n_opt, budget)
+        found = {s.name: s for s in seed_schedules(self.target.shape, half(self.target.shape), p.ramp_steps,
+                                                   p.seq_len, "llama")}
         return without_noops(found[name])
 
-    def one(budget: float) -> RunResult:
-        s, pre = with_lr_scales(build(budget), tuned, bench.base)
-        if name in CONTROLS:
-            pre = replace(pre, lr=target_lr)
-        return bench.run(f"{name}-{tag}{label(target.shape).replace('L×', 'x')}-c{round(budget * 1000):04d}",
-                         s, budget, pre, seed)
+    def req(self, budget: float, seed: int) -> Req:
+        s, pre = with_lr_scales(self.build(budget), self.tuned, self.bench.base)
+        if self.name in CONTROLS:
+            pre = replace(pre, lr=self.target_lr)
+        return Req(f"{self.name}-{self.tag}{label(self.target.shape).replace('L×', 'x')}-c{round(budget * 1000):04d}",
+                   s, budget, pre, seed)
 
-    if not name.startswith(("follow", "target")) and half(target.shape) == target.shape:
-        bench.log(f"  {name}: skipped — the target {label(target.shape)} is the smallest shape growth starts from")
-        return None
-    try:
-        runs = [one(b) for b in budgets]
-    except GrowkitError as e:
-        bench.log(f"  {name}: skipped — {e}")
-        return None
-    if runs[0].end.loss <= target_loss and p.extra_budget < budgets[0]:
-        runs.insert(0, one(p.extra_budget))
-    title = build(budgets[-1]).title
-    return ScheduleResult(name, title, {seed: runs})
+    def reqs(self, seed: int, budgets: Sequence[float]) -> list[Req]:
+        return [] if self.skip else [self.req(b, seed) for b in budgets]
+
+    def extra_reqs(self, seed: int, target_loss: float) -> list[Req]:
+        """The extra budget's run, when the smallest budget already reaches ``target_loss``."""
+        p = self.bench.preset
+        if self.skip or p.extra_budget >= self.budgets[0]:
+            return []
+        first = self.bench.run(self.req(self.budgets[0], seed))
+        return [self.req(p.extra_budget, seed)] if first.end.loss <= target_loss else []
+
+    def result(self, seed: int, target_loss: float) -> ScheduleResult | None:
+        if self.skip:
+            return None
+        runs = self.bench.run_many(self.extra_reqs(seed, target_loss) + self.reqs(seed, self.budgets))
+        return ScheduleResult(self.name, self.build(self.budgets[-1]).title, {seed: runs})
 
 
 def _results(bench: Bench, p: EnvelopePreset, sizes: list[Size], usable: list[Size], tuned: dict[str, float],
-             sweeps: dict[str, Any], grid: dict[str, dict[float, RunResult]], levels: dict[str, list[float]],
+             shape_sweep: dict[str, Any] | None, sweeps: dict[str, Any], grid: dict[str, dict[float, RunResult]],
+             levels: dict[str, list[float]],
              ranked: list[str], target_runs: dict[str, list[RunResult]], envelope: list[Point], fit: Fit | None,
              optimum: Any, regimes: dict[str, Any], hardware: dict[str, Any], wall: float) -> dict[str, Any]:
     def run_row(r: RunResult) -> dict[str, Any]:
         return {"name": r.name, "schedule": r.schedule, "budget": r.extra["budget"], "final_val_loss": r.end.loss,
                 "flops": r.end.flops, "train_time_s": r.end.time_s, "tokens": r.tokens, "params": r.params,
-                "epochs": r.extra["epochs"], "lr": r.extra["lr"], "seed": r.extra["seed"],
+                "epochs": r.extra["epochs"], "lr": r.extra["lr"], "lr_shape": r.extra["lr_shape"],
+                "seed": r.extra["seed"],
                 "max_loss_jump": r.max_loss_jump, "reused": r.reused, "cpu_share": r.extra.get("cpu_share"),
                 "final_model": r.extra.get("final_model"), "growth": r.extra.get("growth", []),
                 "curve": [asdict(pt) for pt in r.curve]}
@@ -639,9 +804,13 @@ def _results(bench: Bench, p: EnvelopePreset, sizes: list[Size], usable: list[Si
                     "n_heads": s.shape.n_heads, "d_ff": s.shape.d_ff, "params_non_embedding": s.params,
                     "flops_per_token": s.flops_per_token, "levels": levels[label(s.shape)],
                     "lr": tuned.get(label(s.shape))} for s in sizes],
+        "lr_shape": bench.lr_shape,
+        "lr_shape_sweep": shape_sweep,
         "lr_sweeps": sweeps,
-        "lr_rule": f"sweep ½×, 1×, 2× of {p.lr_ref:g}·(64/d_model)^½ at each size's smallest level, extended "
-                   f"≤{p.max_extend}× past a winning edge; the winner serves every level of that size",
+        "lr_rule": f"LR shape: each of {', '.join(p.lr_shapes)} on the middle ladder size at the centre LR, the "
+                   f"lowest loss serves every run; peak LR: sweep ½×, 1×, 2× of {p.lr_ref:g}·(64/d_model)^½ at each "
+                   f"size's largest level up to {p.sweep_level:g} C, extended ≤{p.max_extend}× past a winning edge; "
+                   f"the winner serves every level of that size",
         "grid": {k: {f"{lv:g}": v.name + f"-s{v.extra['seed']}" for lv, v in g.items()} for k, g in grid.items()},
         "compute_optimal_ranking_at_C": [{"shape": k, "losses": [r.end.loss for r in target_runs.get(k, [])]
                                           or [grid[k][1.0].end.loss]} for k in ranked],
@@ -685,6 +854,13 @@ def format_tables(data: dict[str, Any]) -> str:
         lr = "—" if s["lr"] is None else f"{s['lr']:.2e}"
         rows.append(f"| {s['shape']} | {s['params_non_embedding']:,} | {s['flops_per_token']:.3g} | {lr} | "
                     f"{', '.join(f'{x:g}' for x in s['levels']) or '—'} |")
+    sw = data.get("lr_shape_sweep")
+    if sw:
+        rows += ["", f"LR shape (after warmup; d2z: decay to zero, else to lr/10), swept on {sw['size']} at "
+                     f"{sw['level']:g} C, lr {sw['lr']:.2e}: "
+                     + ", ".join(f"{'**' if n == sw['best'] else ''}{n} {v:.4f}{'**' if n == sw['best'] else ''}"
+                                 for n, v in sw["tried"])
+                     + f" — every run of the benchmark uses {sw['best']}"]
     fit = data.get("fit")
     if fit:
         law = fit["law"]
