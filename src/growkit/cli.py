@@ -139,8 +139,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from growkit.bench.envelope import run_envelope
 
         names = [n.strip() for n in args.schedules.split(",") if n.strip()] if args.schedules else None
+        from dataclasses import replace
+
+        from growkit.bench.envelope import PRESETS
+
+        preset = PRESETS["quick" if args.quick else "full"]
+        if args.jobs is not None:
+            if args.jobs < 1:
+                raise GrowkitError(f"--jobs must be at least 1 (runs trained at once), got {args.jobs}")
+            preset = replace(preset, jobs=args.jobs)
         run_envelope(args.out or ("runs/bench-envelope-quick" if args.quick else "runs/bench-envelope"),
-                     "quick" if args.quick else "full", args.regime, names, remeasure=args.remeasure)
+                     preset, args.regime, names, remeasure=args.remeasure)
         return 0
 
     names = [n.strip() for n in args.schedules.split(",") if n.strip()] if args.schedules else None
@@ -220,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the preset's selection)")
     p.add_argument("--remeasure", action="store_true",
                    help="run again the finished runs whose cores were shared with other processes (keeps the faster)")
+    p.add_argument("--jobs", type=int, help="runs trained at once, one process each (default: the preset's; the "
+                   "full preset trains 2 at a time, one thread each)")
     p.set_defaults(func=_cmd_bench)
     return parser
 
