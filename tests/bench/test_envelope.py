@@ -115,12 +115,13 @@ def test_micro_end_to_end_writes_results_figures_and_reuses_runs(tmp_path: Path,
         assert next(s for s in saved["ladder"] if s["shape"] == size)["lr"] == sw["best"]
     # the LR-shape rule ran: every shape on one size, the lowest loss won, and every run used it
     sw = saved["lr_shape_sweep"]
-    assert [n for n, _ in sw["tried"]] == list(MICRO.lr_shapes)
-    assert sw["best"] == saved["lr_shape"] == min(sw["tried"], key=lambda t: t[1])[0]
+    assert sorted({n for n, _, _ in sw["tried"]}) == sorted(MICRO.lr_shapes)
+    assert len(sw["tried"]) == len(MICRO.lr_shapes) * len(MICRO.shape_lr_factors)
+    assert sw["best"] == saved["lr_shape"] == min(sw["tried"], key=lambda t: t[2])[0]
     assert {r["lr_shape"] for r in saved["runs"] if not r["name"].startswith("shape-")} == {sw["best"]}
     shape_runs = {r["name"]: r["final_val_loss"] for r in saved["runs"] if r["name"].startswith("shape-")}
     assert all(r["name"].startswith(f"shape-{r['lr_shape']}-") for r in saved["runs"] if r["name"] in shape_runs)
-    assert sorted(shape_runs.values()) == sorted(v for _, v in sw["tried"])
+    assert sorted(shape_runs.values()) == sorted(v for _, _, v in sw["tried"])
     # every from-scratch run is on or above the envelope
     env = saved["envelope"]
     for r in saved["runs"]:

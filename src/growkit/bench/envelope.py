@@ -8,13 +8,13 @@ The benchmark, in the order it runs (every run with its own LR schedule, fully d
    over the bundled corpus's training split, or fewer than ``min_steps`` optimizer steps.
 2. **The LR rule.** First the LR *shape* (after warmup): each of ``lr_shapes`` (`LR_SHAPES`: cosine to lr/10,
    cosine / linear to zero, warmup-stable-decay to lr/10 or to zero) trains the middle ladder size at its
-   sweep level with the centre LR; the lowest final loss wins, and every run of the benchmark — from scratch
-   and growth alike — uses that shape. Then each size's peak LR is swept at its *sweep level* (its largest
-   feasible level up to ``sweep_level`` × C, where steps are many enough for the optimum to be stable): 3
-   values, ½×, 1× and 2× the centre ``lr_ref · (64 / d_model)^½``; when the best is at an edge the sweep goes
-   on in that direction (up to ``max_extend`` more values). The winner is that size's LR at every level, and
-   the LR of growth schedules at that size (`lr_at`, log-log in d_model between tuned sizes): growth gets no
-   more tuning.
+   sweep level at ½×, 1× and 2× the centre LR; the shape of the lowest final loss wins, and every run of the
+   benchmark — from scratch and growth alike — uses that shape. Then each size's peak LR is swept at its
+   *sweep level* (its largest feasible level up to ``sweep_level`` × C, where steps are many enough for the
+   optimum to be stable): 3 values, ½×, 1× and 2× the centre ``lr_ref · (64 / d_model)^½``; when the best is
+   at an edge the sweep goes on in that direction (up to ``max_extend`` more values). The winner is that
+   size's LR at every level, and the LR of growth schedules at that size (`lr_at`, log-log in d_model
+   between tuned sizes): growth gets no more tuning.
 3. **The envelope**: the lower convex hull, in (log FLOPs, loss), of every from-scratch run
    (`growkit.bench.frontier.lower_hull`), and the **L(N, D) fit** to the tuned runs
    (`growkit.bench.scaling`), with N*(C), D*(C) and the residuals.
@@ -120,7 +120,9 @@ class EnvelopePreset:
     lr_ref: float = 4e-3
     """Centre of the LR sweep at d_model 64 (scaled by (64 / d_model)^½ for other widths)."""
     lr_shapes: tuple[str, ...] = tuple(LR_SHAPES)
-    """The LR shapes swept (`LR_SHAPES`); the first is the one used when only one is given."""
+    """The LR shapes swept (`LR_SHAPES`); a single one is used without a sweep."""
+    shape_lr_factors: tuple[float, ...] = (0.5, 1.0, 2.0)
+    """The LRs (× the centre LR) each LR shape is tried at."""
     sweep_level: float = 0.5
     """The level (× C) the LR and LR-shape sweeps run at: each size's largest feasible level up to it."""
     max_extend: int = 2
@@ -148,13 +150,13 @@ FULL = EnvelopePreset(name="full", ladder=((2, 16), (2, 32), (3, 32), (3, 48), (
 QUICK = EnvelopePreset(name="quick", ladder=((2, 16), (2, 32), (3, 48)), flops=1.2e11, seq_len=64,
                        batch_size=16, warmup_steps=5, ramp_steps=5, eval_batches=4, evals_per_run=2, min_steps=12,
                        max_extend=1, schedules=("follow", "msg", "late", "stack"), threads=1,
-                       lr_shapes=("cosine", "linear-d2z"), sweep_level=0.25)
+                       lr_shapes=("cosine", "wsd-d2z"), shape_lr_factors=(1.0,), sweep_level=0.25)
 #: For tests: a few seconds per run.
 MICRO = EnvelopePreset(name="micro", ladder=((1, 16), (2, 32)), flops=3e9, levels=(0.5, 1.0),
                        schedule_budgets=(0.5, 1.0), extra_budget=0.25, seq_len=32, batch_size=8, warmup_steps=2,
                        ramp_steps=2, eval_batches=2, evals_per_run=1, min_steps=6, max_extend=1, seeds=2,
                        overtrain_factor=0.0, schedules=("follow", "late", "stack-wsd", "target-wsd"), threads=1,
-                       lr_shapes=("cosine", "wsd-d2z"))
+                       lr_shapes=("cosine", "wsd-d2z"), shape_lr_factors=(1.0, 2.0))
 PRESETS = {p.name: p for p in (FULL, QUICK, MICRO)}
 
 
@@ -369,23 +371,21 @@ def centre_lr(p: EnvelopePreset, size: Size) -> float:
     return p.lr_ref * (64 / size.shape.d_model) ** 0.5
 
 
-def sweep_shape(bench: Bench, size: Size, level: float) -> tuple[str, list[tuple[str, float]]]:
-    """The LR-shape rule: every shape of the preset on ``size`` at ``level`` with the centre LR; the lowest
-    final loss wins. Returns the winner and every (shape, loss) tried."""
+def sweep_shape(bench: Bench, size: Size, level: float) -> tuple[str, list[tuple[str, float, float]]]:
+    """The LR-shape rule: every shape of the preset on ``size`` at ``level``, each at ``shape_lr_factors`` ×
+    the centre LR (a shape is not judged at an LR that suits another); the shape of the lowest final loss
+    wins. Returns the winner and every (shape, lr, loss) tried."""
     p = bench.preset
-    tried = []
-    reqs = []
-    for name in p.lr_shapes:
-        if name not in LR_SHAPES:
-            raise GrowkitError(f"unknown LR shape {name!r}: choose from {', '.join(LR_SHAPES)}")
-        s = Schedule("scratch", f"{label(size.shape)} from scratch, LR shape {name}", size.shape.model("llama"),
-                     train=dict(LR_SHAPES[name]))
-        lr = centre_lr(p, size)
-        reqs.append(Req(f"shape-{name}-{size.shape.n_layers}x{size.shape.d_model}-c{round(level * 1000):04d}"
-                        f"-lr{lr:.2e}", s, level, replace(bench.base, lr=lr)))
-    for name, r in zip(p.lr_shapes, bench.run_many(reqs), strict=True):
-        tried.append((name, r.end.loss))
-    return min(tried, key=lambda t: t[1])[0], tried
+    unknown = [n for n in p.lr_shapes if n not in LR_SHAPES]
+    if unknown:
+        raise GrowkitError(f"unknown LR shape(s) {', '.join(unknown)}: choose from {', '.join(LR_SHAPES)}")
+    cells = [(name, centre_lr(p, size) * f) for name in p.lr_shapes for f in p.shape_lr_factors]
+    reqs = [Req(f"shape-{name}-{size.shape.n_layers}x{size.shape.d_model}-c{round(level * 1000):04d}-lr{lr:.2e}",
+                Schedule("scratch", f"{label(size.shape)} from scratch, LR shape {name}", size.shape.model("llama"),
+                         train=dict(LR_SHAPES[name])), level, replace(bench.base, lr=lr))
+            for name, lr in cells]
+    tried = [(name, lr, r.end.loss) for (name, lr), r in zip(cells, bench.run_many(reqs), strict=True)]
+    return min(tried, key=lambda t: t[2])[0], tried
 
 
 def sweep_lrs(bench: Bench, at: dict[str, tuple[Size, float]]) -> dict[str, tuple[float, list[tuple[float, float]]]]:
@@ -807,8 +807,9 @@ def _results(bench: Bench, p: EnvelopePreset, sizes: list[Size], usable: list[Si
         "lr_shape": bench.lr_shape,
         "lr_shape_sweep": shape_sweep,
         "lr_sweeps": sweeps,
-        "lr_rule": f"LR shape: each of {', '.join(p.lr_shapes)} on the middle ladder size at the centre LR, the "
-                   f"lowest loss serves every run; peak LR: sweep ½×, 1×, 2× of {p.lr_ref:g}·(64/d_model)^½ at each "
+        "lr_rule": f"LR shape: each of {', '.join(p.lr_shapes)} on the middle ladder size at "
+                   f"{', '.join(f'{x:g}' for x in p.shape_lr_factors)}× the centre LR, the lowest loss's shape "
+                   f"serves every run; peak LR: sweep ½×, 1×, 2× of {p.lr_ref:g}·(64/d_model)^½ at each "
                    f"size's largest level up to {p.sweep_level:g} C, extended ≤{p.max_extend}× past a winning edge; "
                    f"the winner serves every level of that size",
         "grid": {k: {f"{lv:g}": v.name + f"-s{v.extra['seed']}" for lv, v in g.items()} for k, g in grid.items()},
@@ -856,11 +857,16 @@ def format_tables(data: dict[str, Any]) -> str:
                     f"{', '.join(f'{x:g}' for x in s['levels']) or '—'} |")
     sw = data.get("lr_shape_sweep")
     if sw:
+        best = {}
+        for name, lr, loss in sw["tried"]:
+            if name not in best or loss < best[name][1]:
+                best[name] = (lr, loss)
         rows += ["", f"LR shape (after warmup; d2z: decay to zero, else to lr/10), swept on {sw['size']} at "
-                     f"{sw['level']:g} C, lr {sw['lr']:.2e}: "
-                     + ", ".join(f"{'**' if n == sw['best'] else ''}{n} {v:.4f}{'**' if n == sw['best'] else ''}"
-                                 for n, v in sw["tried"])
-                     + f" — every run of the benchmark uses {sw['best']}"]
+                     f"{sw['level']:g} C, each at {len(sw['tried']) // len(best)} LRs around {sw['lr']:.2e} — best "
+                     "loss per shape: "
+                     + ", ".join(f"{'**' if n == sw['best'] else ''}{n} {v:.4f}{'**' if n == sw['best'] else ''} "
+                                 f"(lr {lr:.2e})" for n, (lr, v) in best.items())
+                     + f"; every run of the benchmark uses {sw['best']}"]
     fit = data.get("fit")
     if fit:
         law = fit["law"]
