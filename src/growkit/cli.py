@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder of the runs and results (default runs/bench-envelope[-quick]); finished "
                                  "runs in it are reused")
     p.add_argument("--schedules", metavar="A,B,...", help="growth schedules (follow, msg, late, zero, compound, "
-                   "stack, split, copy, and the variants late50, stack10, stack-wsd, follow-wsd, target-wsd; "
+                   "stack, split, copy, and the variants late50, stack10, stack50, stack-masked, stack-rewarm, "
+                   "stack-wsd, follow-wsd, target-wsd; "
                    "default: the preset's selection)")
     p.add_argument("--remeasure", action="store_true",
                    help="run again the finished runs whose cores were shared with other processes (keeps the faster)")

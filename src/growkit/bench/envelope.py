@@ -75,14 +75,29 @@ RESULTS_FILE = "results.json"
 PLOT_FILES = ("envelope.png", "envelope_overtrained.png", "speedups.png", "loss_law.png")
 REGIMES = ("compute-optimal", "over-trained")
 SEED_SCHEDULES = ("follow", "msg", "late", "zero", "compound", "stack", "split", "copy")
-#: Variants tried on top of the seed schedules: ``name: (base schedule, growth time or None, [train] overrides)``.
-#: ``wsd`` is warmup-stable-decay (constant LR, linear decay over the last 20 %): growth in the stable phase.
-VARIANTS: dict[str, tuple[str, float | None, dict[str, Any]]] = {
-    "late50": ("late", 0.5, {}),
-    "stack10": ("stack", 0.1, {}),
-    "stack-wsd": ("stack", None, {"decay": "wsd"}),
-    "follow-wsd": ("follow", None, {"decay": "wsd"}),
-    "target-wsd": ("target", None, {"decay": "wsd"}),
+@dataclass(frozen=True)
+class Variant:
+    """A variant of a schedule: its ``base`` schedule with the first growth moved to ``at`` (a fraction of
+    the run), ``train`` overrides (the LR shape), and ``stage`` overrides on every growth stage."""
+
+    base: str
+    at: float | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    stage: dict[str, Any] = field(default_factory=dict)
+
+
+#: Variants tried on top of the seed schedules. ``wsd`` is warmup-stable-decay (constant LR, linear decay over
+#: the last 20 %): growth in the stable phase; under a WSD shape chosen by the sweep they are their base itself
+#: and are skipped.
+VARIANTS: dict[str, Variant] = {
+    "late50": Variant("late", 0.5),
+    "stack10": Variant("stack", 0.1),
+    "stack50": Variant("stack", 0.5),
+    "stack-masked": Variant("stack", stage={"method": "masked", "ramp_steps": 30}),
+    "stack-rewarm": Variant("stack", stage={"lr": "rewarm", "lr_warmup_steps": 30}),
+    "stack-wsd": Variant("stack", train={"decay": "wsd"}),
+    "follow-wsd": Variant("follow", train={"decay": "wsd"}),
+    "target-wsd": Variant("target", train={"decay": "wsd"}),
 }
 #: Not growth: the target from scratch under another LR shape, so a variant's gain can be told from the LR's.
 CONTROLS = ("target-wsd",)
@@ -145,7 +160,9 @@ class EnvelopePreset:
 #: job holds the other core). Sized from the quick preset's measured rates (1 thread, float32, AMD EPYC:
 #: ≈ 8 GFLOP/s at 1L×16, 20 at 2L×32, 24 at 3L×48) to ≈ 40 C of runs in about 100 minutes.
 FULL = EnvelopePreset(name="full", ladder=((2, 16), (2, 32), (3, 32), (3, 48), (4, 64)), flops=2e12,
-                      batch_size=16, threads=1, jobs=2, overtrained_schedules=("late", "stack", "msg", "copy"))
+                      batch_size=16, threads=1, jobs=2,
+                      overtrained_schedules=("msg", "late", "zero", "compound", "stack", "split", "copy", "stack10",
+                                             "stack50", "stack-masked", "stack-rewarm"))
 #: ``--quick``: the same pipeline on 4 tiny sizes and a small budget (< 10 minutes).
 QUICK = EnvelopePreset(name="quick", ladder=((2, 16), (2, 32), (3, 48)), flops=1.2e11, seq_len=64,
                        batch_size=16, warmup_steps=5, ramp_steps=5, eval_batches=4, evals_per_run=2, min_steps=12,
@@ -490,8 +507,8 @@ def against_controls(results: dict[str, ScheduleResult]) -> dict[str, Any]:
     for control in (n for n in results if n in CONTROLS):
         runs = results[control].runs[0]
         loss = max(runs, key=lambda r: r.end.flops).end.loss
-        train = VARIANTS[control][2]
-        same = [n for n in results if n in VARIANTS and n not in CONTROLS and VARIANTS[n][2] == train]
+        train = VARIANTS[control].train
+        same = [n for n in results if n in VARIANTS and n not in CONTROLS and VARIANTS[n].train == train]
 
         def frontier(x: float, runs: list[RunResult] = runs) -> Match:
             return frontier_cost([r.end for r in runs], x)
@@ -713,8 +730,9 @@ class _ScheduleRuns:
         self.budgets = sorted(bench.preset.schedule_budgets)
         self.skip: str | None = None
         shape = LR_SHAPES.get(bench.lr_shape or "", {})
-        if name in VARIANTS and VARIANTS[name][1] is None and {**shape, **VARIANTS[name][2]} == shape:
-            self.skip = f"under the chosen LR shape {bench.lr_shape} it is {VARIANTS[name][0]} itself"
+        v = VARIANTS.get(name)
+        if v is not None and v.at is None and not v.stage and {**shape, **v.train} == shape:
+            self.skip = f"under the chosen LR shape {bench.lr_shape} it is {v.base} itself"
         elif not name.startswith(("follow", "target")) and half(target.shape) == target.shape:
             self.skip = f"the target {label(target.shape)} is the smallest shape growth starts from"
         else:
@@ -729,14 +747,17 @@ class _ScheduleRuns:
     def build(self, budget: float) -> Schedule:
         name = self.name
         if name in VARIANTS:
-            base, at, train = VARIANTS[name]
+            v = VARIANTS[name]
+            base, at, train, stage = v.base, v.at, v.train, v.stage
             if base == "target":
                 s = Schedule(name, "the target from scratch (a control, not growth)", self.target.shape.model("llama"))
             else:
                 s = self.build_base(base, budget)
                 if at is not None:
                     s = replace(s, growth=[{**s.growth[0], "at_fraction": at}, *s.growth[1:]])
-            changes = ([f"growth at {at:.0%}"] if at is not None else []) + [f"{k} = {v}" for k, v in train.items()]
+                s = replace(s, growth=[{**g, **stage} for g in s.growth])
+            changes = ([f"growth at {at:.0%}"] if at is not None else []) + [
+                f"{k} = {v}" for k, v in {**train, **stage}.items()]
             return replace(s, name=name, train={**s.train, **train}, title=f"{s.title} — {', '.join(changes)}")
         return self.build_base(name, budget)
 
