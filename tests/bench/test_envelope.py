@@ -161,7 +161,7 @@ def test_best_schedule_prefers_reaching_the_target_then_the_lowest_loss() -> Non
 
     def sr(name: str, flops: float | None, bound: str | None, final: float) -> ScheduleResult:
         r = ScheduleResult(name, "", {0: _runs((1e12, final + 0.1), (2e12, final))})
-        r.speedups[0] = {"flops": flops, "bound": bound}
+        r.speedups[0] = {"flops": flops, "wallclock": flops, "bound": bound}
         return r
 
     never = {"a": sr("a", 0.95, "upper", 1.90), "b": sr("b", 0.90, "upper", 1.85)}

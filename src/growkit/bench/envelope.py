@@ -30,8 +30,9 @@ The benchmark, in the order it runs (every run with its own LR schedule, fully d
 6. **Speedups.** For each schedule, the FLOPs (and training seconds) it needs to reach the target's mean
    loss at C, interpolated between its own budgets (`frontier_cost`), against what the baseline needs
    for the same loss (the envelope, or the target's own frontier); bounds (≥, ≤) where a loss lies outside
-   the runs, never an extrapolation. The best schedule of each regime runs with ``seeds`` seeds: its
-   headline is their mean and spread.
+   the runs, never an extrapolation. The ``seeded_schedules`` best schedules of each regime on seed 0 run
+   with ``seeds`` seeds; the best of them on the mean over seeds is the regime's headline (mean and spread;
+   a bound when a seed's figure is one).
 
 With ``jobs`` > 1 the runs of each step that do not depend on each other train that many at a time, each
 in its own process with ``threads`` threads (`Bench.run_many`).
@@ -144,6 +145,9 @@ class EnvelopePreset:
     max_epochs: float = 4.0
     min_steps: int = 40
     seeds: int = 2
+    seeded_schedules: int = 1
+    """How many schedules of each regime — the best on seed 0 — run all ``seeds`` seeds; the regime's best
+    schedule is the best of them on the mean over seeds (fewer lucky seed-0 winners)."""
     overtrain_factor: float = 4.0
     schedules: tuple[str, ...] = SCHEDULES
     overtrained_schedules: tuple[str, ...] = SCHEDULES
@@ -160,7 +164,7 @@ class EnvelopePreset:
 #: every run's wall-clock is measured alike). 3 seeds for the targets and each regime's best schedule: at these
 #: sizes two seeds of the same run differ by up to 0.02 in final loss, ~10 % in FLOPs to a given loss.
 FULL = EnvelopePreset(name="full", ladder=((2, 16), (2, 32), (3, 32), (3, 48), (4, 64)), flops=2e12,
-                      batch_size=16, threads=1, jobs=2, seeds=3,
+                      batch_size=16, threads=1, jobs=2, seeds=3, seeded_schedules=3,
                       overtrained_schedules=("msg", "late", "zero", "compound", "stack", "split", "copy", "stack10",
                                              "stack50", "stack-masked", "stack-rewarm"))
 #: ``--quick``: the same pipeline on 4 tiny sizes and a small budget (< 10 minutes).
@@ -518,17 +522,25 @@ def against_controls(results: dict[str, ScheduleResult]) -> dict[str, Any]:
     return out
 
 
-def best_schedule(results: dict[str, ScheduleResult]) -> str | None:
-    """The growth schedule (controls excluded) that reaches the target loss with the largest FLOP speedup
-    (interpolated or a lower bound); when none reaches it, the one whose largest budget ends lowest."""
+def ranked_schedules(results: dict[str, ScheduleResult]) -> list[str]:
+    """The growth schedules (controls excluded), best first: those whose headline (the mean over the seeds
+    run) reaches the target loss — an interpolated or lower-bound FLOP speedup — by that speedup, then the
+    others by their mean final loss at the largest budget."""
     growth = {n: r for n, r in results.items() if n not in CONTROLS}
-    reached = [n for n, r in growth.items() if r.speedups[0]["flops"] is not None
-               and r.speedups[0]["bound"] in (None, "lower")]
-    if reached:
-        return max(reached, key=lambda n: growth[n].speedups[0]["flops"])
-    if not growth:
-        return None
-    return min(growth, key=lambda n: max(growth[n].runs[0], key=lambda r: r.end.flops).end.loss)
+    heads = {n: r.headline() for n, r in growth.items()}
+    reached = sorted((n for n, h in heads.items() if h["flops"] is not None and h["bound"] in (None, "lower")),
+                     key=lambda n: -heads[n]["flops"])
+
+    def final_loss(n: str) -> float:
+        return statistics.fmean(max(runs, key=lambda r: r.end.flops).end.loss for runs in growth[n].runs.values())
+
+    return reached + sorted((n for n in growth if n not in reached), key=final_loss)
+
+
+def best_schedule(results: dict[str, ScheduleResult]) -> str | None:
+    """The first of `ranked_schedules`, or None when there is no growth schedule."""
+    ranked = ranked_schedules(results)
+    return ranked[0] if ranked else None
 
 
 def speedup_of(runs: Sequence[RunResult], baseline: Callable[[float], Match], loss: float) -> dict[str, Any]:
@@ -676,16 +688,18 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
             if sr is not None:
                 sr.speedups[0] = speedup_of(sr.runs[0], baseline, tpoint.loss)
                 results[name] = sr
-        best = best_schedule(results)
-        if best is not None and p.seeds > 1:
-            plan = plans[best]
-            bench.run_many([q for seed in range(1, p.seeds) for q in plan.reqs(seed, plan.budgets)])
-            bench.run_many([q for seed in range(1, p.seeds) for q in plan.extra_reqs(seed, tpoint.loss)])
-            for seed in range(1, p.seeds):
-                more = plan.result(seed, tpoint.loss)
-                assert more is not None
-                results[best].runs[seed] = more.runs[seed]
-                results[best].speedups[seed] = speedup_of(more.runs[seed], baseline, tpoint.loss)
+        top = ranked_schedules(results)[:p.seeded_schedules]
+        if p.seeds > 1 and top:
+            seeds = range(1, p.seeds)
+            bench.run_many([q for n in top for seed in seeds for q in plans[n].reqs(seed, plans[n].budgets)])
+            bench.run_many([q for n in top for seed in seeds for q in plans[n].extra_reqs(seed, tpoint.loss)])
+            for n in top:
+                for seed in seeds:
+                    more = plans[n].result(seed, tpoint.loss)
+                    assert more is not None
+                    results[n].runs[seed] = more.runs[seed]
+                    results[n].speedups[seed] = speedup_of(more.runs[seed], baseline, tpoint.loss)
+        best = best_schedule({n: results[n] for n in top})
         regimes_out[reg] = {"target": {"shape": label(target.shape), "params": target.params,
                                        "loss": tpoint.loss, "loss_spread": _spread([r.end.loss for r in truns]),
                                        "flops": tpoint.flops, "time_s": tpoint.time_s,
