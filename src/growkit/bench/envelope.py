@@ -663,8 +663,9 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
         runs = target_runs.get(ot_key) or bench.run_many([bench.scratch_req(ot, 1.0, tuned[ot_key], seed)
                                                           for seed in range(p.seeds)])
 
-        def own_frontier(loss: float, key: str = ot_key) -> Match:
-            return frontier_cost([r.end for r in grid[key].values()], loss)
+        def own_frontier(loss: float, key: str = ot_key, seeded: list[RunResult] = runs) -> Match:
+            # every run of that size, its seeds at C included (as the envelope holds every seed)
+            return frontier_cost([r.end for r in grid[key].values()] + [r.end for r in seeded], loss)
 
         targets["over-trained"] = (ot, own_frontier, runs)
         ot_check = {"required_tokens_per_param": need, "met": bool(ok),
@@ -755,6 +756,9 @@ class _ScheduleRuns:
                     bench.spec(self.req(b, 0))
             except GrowkitError as e:
                 self.skip = str(e)
+            built = self.build(self.budgets[-1])
+            if not self.skip and not name.startswith("target") and not built.growth and not built.data:
+                self.skip = f"it grows nothing into {label(target.shape)}: it would be the target from scratch"
         if self.skip:
             bench.log(f"  {name}: skipped — {self.skip}")
 
