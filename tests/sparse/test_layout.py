@@ -1,0 +1,132 @@
+"""The constant fan-in (condensed) layout: its forward, input gradient and weight gradient against the
+masked dense computation (fp32, 1e-5), conversions, and prune-and-regrow keeping the fan-in constant."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from growkit.errors import GrowkitError
+from growkit.sparse.layout import (
+    condense,
+    condensed_linear,
+    condensed_prune_regrow,
+    fan_in,
+    fan_in_prune_regrow,
+    indices_to_mask,
+    mask_to_indices,
+    random_indices,
+    to_dense,
+)
+from growkit.sparse.masks import expand
+
+
+def pattern(n_out: int, n_in: int, block: int, density: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random constant fan-in weight: (indices, values) with random values on the active blocks."""
+    gen = torch.Generator().manual_seed(seed)
+    rows, cols = n_out // block, n_in // block
+    idx = random_indices(rows, cols, fan_in(cols, density), gen)
+    values = torch.randn(rows, block, idx.shape[1] * block, generator=gen)
+    return idx, values
+
+
+@pytest.mark.parametrize(("n_out", "n_in", "block", "density", "lead"), [
+    (24, 40, 8, 0.3, (2, 7)),     # odd token count, several block-rows per loop step
+    (48, 80, 16, 0.25, (13,)),    # one block-row per step
+    (35, 21, 1, 0.2, (3, 5)),     # unstructured constant fan-in, odd sizes
+    (64, 96, 32, 0.5, (9,)),
+    (12, 20, 4, 1.0, (5,)),       # dense as a pattern
+])
+def test_forward_and_gradients_equal_masked_dense(n_out: int, n_in: int, block: int, density: float,
+                                                  lead: tuple[int, ...]) -> None:
+    idx, values = pattern(n_out, n_in, block, density)
+    dense = to_dense(values, idx, n_in)
+    mask = expand(indices_to_mask(idx, n_in // block), block)
+    assert torch.equal(dense != 0, mask)  # randn is never exactly 0
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(*lead, n_in, generator=gen)
+    bias = torch.randn(n_out, generator=gen)
+    dy = torch.randn(*lead, n_out, generator=gen)
+
+    xs, vs, bs = (t.clone().requires_grad_(True) for t in (x, values, bias))
+    y = condensed_linear(xs, vs, idx, bs)
+    y.backward(dy)
+
+    xd, wd, bd = (t.clone().requires_grad_(True) for t in (x, dense, bias))
+    y_ref = torch.nn.functional.linear(xd, wd * mask, bd)
+    y_ref.backward(dy)
+
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(xs.grad, xd.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bs.grad, bd.grad, atol=1e-5, rtol=1e-5)
+    # dW of the active blocks, condensed the same way; the masked dense gradient is 0 elsewhere
+    torch.testing.assert_close(vs.grad, condense(wd.grad * mask, idx, block), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(to_dense(vs.grad, idx, n_in), wd.grad * mask, atol=1e-5, rtol=1e-5)
+
+
+def test_conversions_round_trip_and_constant_fan_in() -> None:
+    idx, values = pattern(64, 96, 8, 0.3, seed=3)
+    cols = 96 // 8
+    mask = indices_to_mask(idx, cols)
+    assert (mask.sum(dim=1) == fan_in(cols, 0.3)).all()
+    assert torch.equal(mask_to_indices(mask), idx.sort(dim=1).values)
+    dense = to_dense(values, idx, 96)
+    assert torch.equal(condense(dense, idx, 8), values)
+    assert fan_in(48, 0.1) == 5 and fan_in(24, 0.1) == 2 and fan_in(3, 0.01) == 1 and fan_in(4, 1.0) == 4
+
+
+def test_bad_input_is_a_growkit_error() -> None:
+    idx, values = pattern(16, 32, 8, 0.5)
+    with pytest.raises(GrowkitError, match="constant fan-in"):
+        mask_to_indices(torch.tensor([[True, False], [True, True]]))
+    with pytest.raises(GrowkitError, match="one dtype"):
+        condensed_linear(torch.randn(3, 32, dtype=torch.float64), values, idx)
+    with pytest.raises(GrowkitError, match="int64"):
+        condensed_linear(torch.randn(3, 32), values, idx[:, :1])
+    with pytest.raises(GrowkitError, match="tiled"):
+        condense(torch.randn(16, 30), idx, 8)
+
+
+@pytest.mark.parametrize("block", [1, 4, 16])
+def test_prune_and_regrow_keeps_constant_fan_in_and_zeros(block: int) -> None:
+    n_out, n_in = 64, 128
+    idx, values = pattern(n_out, n_in, block, 0.25, seed=5)
+    cols = n_in // block
+    k = idx.shape[1]
+    gen = torch.Generator().manual_seed(7)
+    for step in range(4):
+        n = max(1, k // 2) if step < 3 else k  # the last one prunes every block of every row
+        old_mask = indices_to_mask(idx, cols)
+        l1 = torch.zeros(n_out // block, cols).scatter_(
+            1, idx, values.abs().reshape(n_out // block, block, k, block).sum(dim=(1, 3)))
+        new_values, new_idx, regrown = condensed_prune_regrow(values, idx, n_in, n, gen)
+        new_mask = indices_to_mask(new_idx, cols)
+        assert (new_mask.sum(dim=1) == k).all()                      # constant fan-in
+        assert all(len(set(row.tolist())) == k for row in new_idx)   # distinct columns per row
+        pruned, grown = old_mask & ~new_mask, new_mask & ~old_mask
+        assert (pruned.sum(dim=1) == grown.sum(dim=1)).all() and (grown.sum(dim=1) <= n).all()
+        if n < cols - k:                                             # enough room: exactly n per row moved
+            assert (pruned.sum(dim=1) == n).all()
+            # the pruned blocks are the smallest of their row
+            for r in range(l1.shape[0]):
+                if pruned[r].any():
+                    assert l1[r][pruned[r]].max() <= l1[r][old_mask[r] & new_mask[r]].min()
+        # regrown blocks start at exactly 0, kept blocks keep their values, inactive weights are 0
+        dense_old, dense_new = to_dense(values, idx, n_in), to_dense(new_values, new_idx, n_in)
+        keep = expand(old_mask & new_mask, block)
+        assert torch.equal(dense_new[keep], dense_old[keep])
+        assert (dense_new[~keep] == 0).all()
+        assert int(regrown.sum()) == int(grown.sum())
+        values = new_values + torch.randn(new_values.shape, generator=gen)  # "train" the active blocks
+        idx = new_idx
+
+
+def test_mask_level_update_respects_prunable() -> None:
+    mask = torch.tensor([[True, True, False, False], [False, True, True, False]])
+    l1 = torch.tensor([[1.0, 2.0, 0.0, 0.0], [0.0, 5.0, 3.0, 0.0]])
+    protected = torch.tensor([[True, False, False, False], [False, False, False, False]])
+    score = torch.tensor([[0.0, 0.0, 0.9, 0.1], [0.2, 0.0, 0.0, 0.8]])
+    new, pruned, grown = fan_in_prune_regrow(mask, l1, 1, score, prunable=mask & ~protected)
+    assert pruned.tolist() == [[False, True, False, False], [False, False, True, False]]
+    assert grown.tolist() == [[False, False, True, False], [False, False, False, True]]
+    assert (new.sum(dim=1) == 2).all()
