@@ -88,7 +88,7 @@ def condense(weight: Tensor, indices: Tensor, block: int) -> Tensor:
 
 def to_dense(values: Tensor, indices: Tensor, n_in: int) -> Tensor:
     """The dense weight (n_out × n_in, zeros off the pattern) of a condensed one."""
-    rows, block, kb = values.shape
+    rows, block, _kb = values.shape
     k = indices.shape[1]
     cols = n_in // block
     out = values.new_zeros(rows, block, cols, block)
@@ -181,7 +181,7 @@ def condensed_forward(x: Tensor, values: Tensor, indices: Tensor) -> Tensor:
 
 def condensed_input_grad(grad_out: Tensor, values: Tensor, indices: Tensor, n_in: int) -> Tensor:
     """dX = dY W (T × n_in): per block-row the T × k·b product dY_r V_r, scatter-added at its columns."""
-    rows, block, kb = values.shape
+    rows, block, _kb = values.shape
     tokens = grad_out.shape[0]
     k = indices.shape[1]
     dx = grad_out.new_zeros(tokens, n_in // block, block)
