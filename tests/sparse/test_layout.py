@@ -3,10 +3,14 @@ masked dense computation (fp32, 1e-5), conversions, and prune-and-regrow keeping
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+import growkit as gk
 from growkit.errors import GrowkitError
+from growkit.sparse import SparsityConfig, SparsityController, sparsify
 from growkit.sparse.layout import (
     condense,
     condensed_linear,
@@ -19,6 +23,7 @@ from growkit.sparse.layout import (
     to_dense,
 )
 from growkit.sparse.masks import expand
+from tests.sparse.conftest import check_invariants, tiny_config, train
 
 
 def pattern(n_out: int, n_in: int, block: int, density: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,3 +135,58 @@ def test_mask_level_update_respects_prunable() -> None:
     assert pruned.tolist() == [[False, True, False, False], [False, False, True, False]]
     assert grown.tolist() == [[False, False, True, False], [False, False, False, True]]
     assert (new.sum(dim=1) == 2).all()
+
+
+# -- the controller with layout = "constant_fan_in" ----------------------------------------------------
+def row_counts(ctl: SparsityController) -> dict[str, set[int]]:
+    return {n: set(bm.sum(dim=1).tolist()) for n, bm in ctl.block_masks.items()}
+
+
+@pytest.mark.parametrize(("arch", "block", "regrow"), [("gpt2", 1, "random"), ("llama", 8, "gradient"),
+                                                       ("gpt2", 16, "random")])
+def test_controller_keeps_constant_fan_in_through_training_and_growth(arch: str, block: int, regrow: str) -> None:
+    cfg = tiny_config(arch)
+    model = gk.Transformer(cfg, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    scfg = SparsityConfig(density=0.25, block=block, layout="constant_fan_in", update_every=2, total_steps=12,
+                          grace_steps=0, regrow=regrow)
+    ctl = sparsify(model, scfg, optimizer=opt)
+    start = {n: m.clone() for n, m in ctl.block_masks.items()}
+    params = dict(model.named_parameters())
+    for name, counts in row_counts(ctl).items():
+        assert counts == {fan_in(params[name].shape[1] // block, 0.25)}, name
+    moved: list[int] = []
+
+    def on_update(t: int, before: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> None:
+        moved.append(sum(int((before[n] & ~m).sum()) for n, m in ctl.block_masks.items()))
+        for name, bm in ctl.block_masks.items():
+            assert torch.equal(bm.sum(dim=1), before[name].sum(dim=1)), name   # every row keeps its count
+            k = int(before[name][0].sum())
+            n = math.floor(scfg.prune_fraction(t) * k + 0.5)
+            assert ((before[name] & ~bm).sum(dim=1) == n).all() or k + n > bm.shape[1], name
+
+    train(model, ctl, opt, range(1, 7), on_update)
+    assert moved and all(m > 0 for m in moved)
+    assert any(not torch.equal(start[n], m) for n, m in ctl.block_masks.items())
+    assert all(len(c) == 1 for c in row_counts(ctl).values())
+
+    state = ctl.state_dict()  # resume: the same masks and targets
+    again = sparsify(gk.Transformer(cfg, seed=0), scfg, state=state)
+    assert all(torch.equal(again.block_masks[n], m) for n, m in ctl.block_masks.items())
+
+    if block <= 16:  # growth (d_ff 64 → 96 and 2 → 3 layers): every row of every grown tensor keeps one count
+        spec = gk.GrowthSpec(d_ff=96, n_layers=3, method={"n_layers": "stack", "*": "masked"})
+        big, record = gk.grow(model, spec)
+        new_opt = gk.carry_optimizer_state(opt, big, record)
+        ctl.on_grow(big, record, new_opt)
+        assert all(len(c) == 1 for c in row_counts(ctl).values()), row_counts(ctl)
+        check_invariants(ctl)
+        train(big, ctl, new_opt, range(7, 11))
+        assert all(len(c) == 1 for c in row_counts(ctl).values())
+
+
+def test_constant_fan_in_config_errors() -> None:
+    with pytest.raises(GrowkitError, match="layout must be one of free, constant_fan_in"):
+        SparsityConfig(layout="condensed")
+    with pytest.raises(GrowkitError, match="not available with layout"):
+        SparsityConfig(layout="constant_fan_in", grow_density="dense")
