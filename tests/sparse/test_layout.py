@@ -12,7 +12,9 @@ import growkit as gk
 from growkit.errors import GrowkitError
 from growkit.sparse import SparsityConfig, SparsityController, sparsify
 from growkit.sparse.layout import (
+    CondensedLinear,
     condense,
+    condense_linears,
     condensed_linear,
     condensed_prune_regrow,
     fan_in,
@@ -190,3 +192,31 @@ def test_constant_fan_in_config_errors() -> None:
         SparsityConfig(layout="condensed")
     with pytest.raises(GrowkitError, match="not available with layout"):
         SparsityConfig(layout="constant_fan_in", grow_density="dense")
+
+
+def test_condensed_model_equals_the_masked_dense_model() -> None:
+    """`condense_linears` on a constant fan-in controller's masks: same logits and loss gradients (on the
+    active weights; the rest of the model identical) as the masked dense model."""
+    cfg = tiny_config("llama")
+    dense = gk.Transformer(cfg, seed=2)
+    ctl = sparsify(dense, SparsityConfig(density=0.5, block=8, layout="constant_fan_in", static=True))
+    sparse = gk.Transformer(cfg, seed=2)
+    sparse.load_state_dict(dense.state_dict())
+    condense_linears(sparse, ctl.block_masks, 8)
+    assert isinstance(sparse.blocks[0].attn.q_proj, CondensedLinear)
+    x = torch.randint(0, cfg.vocab_size, (3, cfg.max_seq_len), generator=torch.Generator().manual_seed(0))
+    _, loss_d = dense(x, x)
+    _, loss_s = sparse(x, x)
+    torch.testing.assert_close(loss_s, loss_d, atol=1e-5, rtol=1e-5)
+    loss_d.backward()
+    loss_s.backward()
+    dense_params = dict(dense.named_parameters())
+    for name, p in sparse.named_parameters():
+        if name.endswith(".values"):
+            module = sparse.get_submodule(name.removesuffix(".values"))
+            w = name.replace(".values", ".weight")
+            ref = condense(dense_params[w].grad, module.indices, 8)
+            torch.testing.assert_close(p.grad, ref, atol=1e-5, rtol=1e-5)
+            assert torch.equal(module.dense_weight(), dense_params[w].detach())
+        else:
+            torch.testing.assert_close(p.grad, dense_params[name].grad, atol=1e-5, rtol=1e-5)

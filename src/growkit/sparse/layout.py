@@ -23,17 +23,19 @@ gathered (or scattered) columns; the gather is redone in the backward rather tha
 over block-rows (``rows_per_step`` at a time) so the gathered columns stay in cache; `benchmarks/
 sparse_kernels.py` measures it against dense and torch's BSR kernels.
 
-`condensed_linear` is differentiable (`CondensedLinearFn`: dX and the condensed dV); `condense` /
-`to_dense` convert to and from a dense weight; `fan_in_prune_regrow` prunes and regrows per block-row,
-which keeps the fan-in constant.
+`condensed_linear` is differentiable (`CondensedLinearFn`: dX and the condensed dV), `CondensedLinear` is
+the module and `condense_linears` swaps a model's linears for it; `condense` / `to_dense` convert to and
+from a dense weight; `fan_in_prune_regrow` prunes and regrows per block-row, which keeps the fan-in
+constant (`SparsityConfig(layout="constant_fan_in")` makes the controller do it).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from growkit.errors import GrowkitError
 
@@ -250,3 +252,51 @@ def condensed_linear(x: Tensor, values: Tensor, indices: Tensor, bias: Tensor | 
         raise GrowkitError(f"condensed_linear needs the input and the weight in one dtype, got {x.dtype} and "
                            f"{values.dtype}")
     return CondensedLinearFn.apply(x, values, indices, bias)
+
+
+# -- a module -----------------------------------------------------------------------------------------
+class CondensedLinear(nn.Module):
+    """``nn.Linear``'s drop-in with its weight in the constant fan-in layout: y = x Wᵀ + bias, where W is
+    ``values`` (a parameter, R × b × k·b: only the active blocks are trained) at ``indices`` (a buffer)."""
+
+    def __init__(self, values: Tensor, indices: Tensor, in_features: int, bias: Tensor | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, values.shape[0] * values.shape[1]
+        self.values = nn.Parameter(values)
+        self.register_buffer("indices", indices)
+        self.bias = None if bias is None else nn.Parameter(bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, block_mask: Tensor, block: int) -> CondensedLinear:
+        """The layer ``linear`` restricted to ``block_mask`` (R × C, a constant count per row)."""
+        idx = mask_to_indices(block_mask).to(linear.weight.device)
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        return cls(condense(linear.weight.detach(), idx, block), idx, linear.in_features, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return condensed_linear(x, self.values, self.indices, self.bias)
+
+    def dense_weight(self) -> Tensor:
+        """W (out_features × in_features) with zeros off the pattern."""
+        return to_dense(self.values.detach(), self.indices, self.in_features)
+
+    def extra_repr(self) -> str:
+        b = self.values.shape[1]
+        return (f"in_features={self.in_features}, out_features={self.out_features}, block={b}, "
+                f"fan_in={self.indices.shape[1]} blocks, bias={self.bias is not None}")
+
+
+def condense_linears(model: nn.Module, block_masks: Mapping[str, Tensor], block: int) -> nn.Module:
+    """Replace, in place, each ``nn.Linear`` whose weight is named in ``block_masks`` (``"….weight"`` →
+    block mask with a constant count per row, e.g. a ``layout="constant_fan_in"`` controller's
+    ``block_masks``) by its `CondensedLinear`. Returns ``model``. The optimizer must be built afterwards
+    (the parameters are new)."""
+    for name, mask in block_masks.items():
+        path = name.removesuffix(".weight")
+        parent_name, _, child = path.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        linear = getattr(parent, child)
+        if not isinstance(linear, nn.Linear):
+            raise GrowkitError(f"{path} is a {type(linear).__name__}, not an nn.Linear: only linear layers condense")
+        setattr(parent, child, CondensedLinear.from_linear(linear, mask, block))
+    return model
