@@ -27,8 +27,9 @@ An update at step t with pr(t) = pr_max · ½(1 + cos(π t / T)), per tensor wit
 3. regrown weights start at 0 with zero moments (they were inactive, so both already are).
 
 With ``layout="constant_fan_in"`` (`growkit.sparse.layout`) every block-row of a tensor holds the same number
-k of active blocks: the initial pattern draws k per row, an update prunes n = round(pr(t) · k) per row
-(fewer in a row with fewer prunable blocks) and regrows as many in the same row, and a growth tops every
+k of active blocks: the initial pattern draws k per row; an update prunes n = round(pr(t) · active blocks
+of the tensor), spread over the rows (⌊n/R⌋ each, one more in n mod R random rows; fewer in a row with
+fewer prunable blocks), each row by its smallest L1 norms, and regrows as many in the same row; and a growth tops every
 row up to the grown tensor's k, so the count per row never differs between rows.
 
 With ``grow_density="dense"`` a grown tensor may hold more than its target; each update then regrows
@@ -47,7 +48,7 @@ from torch import Tensor, nn
 from growkit.errors import GrowkitError
 from growkit.record import GrowthRecord, TensorMap
 from growkit.sparse.config import SparsityConfig
-from growkit.sparse.layout import fan_in, fan_in_prune_regrow, indices_to_mask, random_indices
+from growkit.sparse.layout import fan_in, fan_in_prune_regrow, indices_to_mask, per_row_counts, random_indices
 from growkit.sparse.masks import (
     block_counts,
     block_grid,
@@ -204,8 +205,8 @@ class SparsityController:
                 continue
             weight_l1 = block_reduce(p.detach().abs().float(), b)
             if self.cfg.layout == "constant_fan_in":
-                n_row = math.floor(frac * (k // bm.shape[0]) + 0.5)
-                new, _, grown = fan_in_prune_regrow(bm, weight_l1, n_row, self._regrow_score(name, noise), prunable)
+                n_rows = per_row_counts(math.floor(frac * k + 0.5), bm.shape[0], self.generator).to(bm.device)
+                new, _, grown = fan_in_prune_regrow(bm, weight_l1, n_rows, self._regrow_score(name, noise), prunable)
                 self.block_masks[name] = new
                 self.born[name] = torch.where(grown, t, self.born[name])
                 continue

@@ -99,17 +99,27 @@ def to_dense(values: Tensor, indices: Tensor, n_in: int) -> Tensor:
 
 
 # -- prune and regrow ---------------------------------------------------------------------------------
-def fan_in_prune_regrow(block_mask: Tensor, weight_l1: Tensor, n: int, regrow_score: Tensor,
+def per_row_counts(total: int, rows: int, generator: torch.Generator) -> Tensor:
+    """``total`` spread over ``rows``: ⌊total/R⌋ each, one more for total mod R rows drawn at random (so a
+    small prune fraction of a small fan-in still moves blocks: the expected count per row is total/R)."""
+    base, extra = divmod(total, rows)
+    counts = torch.full((rows,), base, dtype=torch.int64)
+    counts[torch.randperm(rows, generator=generator)[:extra]] += 1
+    return counts
+
+
+def fan_in_prune_regrow(block_mask: Tensor, weight_l1: Tensor, n: int | Tensor, regrow_score: Tensor,
                         prunable: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """One prune-and-regrow update that keeps every row's count: in each block-row prune the n_r =
-    min(n, prunable active blocks in the row) active blocks with the smallest ``weight_l1`` (among
+    """One prune-and-regrow update that keeps every row's count: in each block-row r prune the n_r =
+    min(n[r], prunable active blocks in the row) active blocks with the smallest ``weight_l1`` (among
     ``prunable``), then regrow n_r blocks of the same row with the largest ``regrow_score`` (random noise
     for random regrowth, a gradient norm for RigL), preferring blocks inactive before the update over
-    those just pruned. All arguments are R × C; returns (new mask, pruned, grown)."""
+    those just pruned. ``n``: one count for every row, or one per row (`per_row_counts`). All other
+    arguments are R × C; returns (new mask, pruned, grown)."""
     if prunable is None:
         prunable = block_mask
     prunable = prunable & block_mask
-    n_r = torch.clamp(prunable.sum(dim=1), max=n)                                   # (R,)
+    n_r = torch.clamp(prunable.sum(dim=1), max=torch.as_tensor(n, device=block_mask.device))  # (R,)
     rank_prune = torch.where(prunable, weight_l1.float(), math.inf).argsort(dim=1, stable=True).argsort(dim=1)
     pruned = rank_prune < n_r[:, None]
     kept = block_mask & ~pruned
