@@ -260,7 +260,8 @@ def main() -> None:
            "cpu_features": cpu_features(), "quick": args.quick}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"headline: {headline['layout']} at {head_key}, fwd + input grad + weight grad")
+    print(f"headline: {headline['layout']} (density {headline['density']:.3f}) at {head_key}, "
+          "fwd + input grad + weight grad")
     print(f"sparse_linear_speedup_90: {headline['speedup_fwd_bwd']:.3f}")
 
 
