@@ -29,10 +29,13 @@ def test_sparse_kernels_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     data = json.loads(out.read_text())
     assert re.fullmatch(r"sparse_linear_speedup_90: \d+\.\d{3}", last)
     assert float(last.split()[-1]) == pytest.approx(data["sparse_linear_speedup_90"], abs=5e-4)
-    (row,) = data["rows"]
-    assert row["layout"] == "fanin-b32" and row["prune_regrow"] and row["max_rel_err"] < 1e-5
+    assert [r["layout"] for r in data["rows"]] == ["fanin-b16", "fanin-b16"]
+    assert all(r["prune_regrow"] and r["max_rel_err"] < 1e-5 and r["density"] >= 0.095 for r in data["rows"])
     assert data["threads"] == 1 and data["cpu"] and data["headline"]["dtype"] == "fp32"
-    assert all(row[f"sparse_{op}_ms"] > 0 for op in ("fwd", "dx", "dw"))
+    assert all(r[f"sparse_{op}_ms"] > 0 for r in data["rows"] for op in ("fwd", "dx", "dw"))
+    h = data["headline"]  # both MLP shapes, one layout: Σ dense / Σ sparse
+    assert sorted(h["shapes"]) == ["3072x768", "768x3072"]
+    assert h["speedup_fwd_bwd"] == pytest.approx(h["dense_ms"] / h["sparse_ms"])
 
 
 def test_sparse_train_speed_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
