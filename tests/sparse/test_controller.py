@@ -281,7 +281,7 @@ def test_state_dict_of_another_model_or_block_is_refused() -> None:
     ({"density": 0.0}, r"density must be in \(0, 1\]"),
     ({"density": 1.5}, r"density must be in \(0, 1\]"),
     ({"density": "0.1"}, "density must be a number"),
-    ({"block": 3}, "block must be one of 1, 4, 8, 16"),
+    ({"block": 3}, "block must be one of 1, 4, 8, 16, 32, 64"),
     ({"block": True}, "block must be one of"),
     ({"distribution": "normal"}, "distribution must be one of uniform, erk"),
     ({"regrow": "magnitude"}, "regrow must be one of random, gradient"),

@@ -84,7 +84,7 @@ def test_total_steps_from_a_token_budget(tmp_path: Path) -> None:
 def test_sparsity_table_errors(tmp_path: Path) -> None:
     toml = tmp_path / "run.toml"
     toml.write_text("[train]\nmax_steps = 2\n[sparsity]\ndensity = 0.1\nblock = 12\n")
-    with pytest.raises(GrowkitError, match=r"sparsity\.block must be one of 1, 4, 8, 16, got 12"):
+    with pytest.raises(GrowkitError, match=r"sparsity\.block must be one of 1, 4, 8, 16, 32, 64, got 12"):
         RunConfig.from_toml(toml)
     with pytest.raises(GrowkitError, match=r"unknown key\(s\) in \[sparsity\]: dense"):
         config(tmp_path, "train.max_steps=2", "sparsity.dense=true")

@@ -7,7 +7,8 @@
 
 The sparse weights are every linear weight inside the transformer blocks (attention q/k/v/o, MLP
 gate/up/down); embeddings and the LM head stay dense. See `growkit.sparse.controller` for the algorithm
-and its invariants, `growkit.sparse.kernels` for the block-sparse (BSR) matmuls.
+and its invariants, `growkit.sparse.layout` for the constant fan-in (condensed) layout and its matmuls
+(``SparsityConfig(layout="constant_fan_in")``), `growkit.sparse.kernels` for torch's BSR matmuls.
 """
 
 from growkit.sparse.config import SparsityConfig

@@ -6,6 +6,7 @@ Every key is also a key of the ``[sparsity]`` table of a run's TOML file::
     density = 0.1            # fraction of active weights in the sparse tensors
     distribution = "uniform" # or "erk": Erdős–Rényi density per tensor, same total budget
     block = 16               # mask tiles of block × block (1 = unstructured)
+    layout = "free"          # or "constant_fan_in": every block-row keeps the same number of blocks
     update_every = 100       # prune-and-regrow every this many optimizer steps (or n_updates = K)
     pr_max = 0.5             # pr(t) = pr_max · ½(1 + cos(π t / T)) of active blocks per update
     regrow = "random"        # or "gradient" (RigL)
@@ -25,7 +26,8 @@ from growkit.config import check_keys, check_types
 from growkit.errors import GrowkitError
 
 DISTRIBUTIONS = ("uniform", "erk")
-BLOCKS = (1, 4, 8, 16)
+BLOCKS = (1, 4, 8, 16, 32, 64)
+LAYOUTS = ("free", "constant_fan_in")
 REGROW = ("random", "gradient")
 GROW_DENSITY = ("same", "dense")
 DEFAULT_UPDATE_EVERY = 100
@@ -39,8 +41,12 @@ class SparsityConfig:
         density: fraction d ∈ (0, 1] of active entries over all sparse tensors (sparsity s = 1 − d).
         distribution: ``"uniform"`` (every tensor at d) or ``"erk"`` (tensor l at d_l = min(1, ε·(n_in +
             n_out)/(n_in·n_out)), ε chosen so that Σ d_l·N_l = d·Σ N_l; Evci et al. 2020).
-        block: side of the square mask tiles: 1 (unstructured), 4, 8 or 16. Both sides of every sparse
-            weight must be multiples of it.
+        block: side of the square mask tiles: 1 (unstructured), 4, 8, 16, 32 or 64. Both sides of every
+            sparse weight must be multiples of it.
+        layout: ``"free"`` (active blocks anywhere in the tensor) or ``"constant_fan_in"`` (SRigL's condensed
+            layout, `growkit.sparse.layout`: every block-row of a tensor keeps exactly k = round(d_l · n_in/b)
+            active blocks, at least 1; prune-and-regrow then works row by row, so k never changes). Its
+            density per tensor is k·b/n_in, which can differ from d_l by rounding.
         update_every: optimizer steps between prune-and-regrow updates (default 100).
         n_updates: alternatively, the number of updates, at steps round(T·i/(n_updates+1)), i = 1…n_updates.
         total_steps: T, the length of the run in optimizer steps (the trainer fills it in from its budget).
@@ -63,6 +69,7 @@ class SparsityConfig:
     density: float = 0.1
     distribution: str = "uniform"
     block: int = 1
+    layout: str = "free"
     update_every: int | None = None
     n_updates: int | None = None
     total_steps: int | None = None
@@ -86,6 +93,7 @@ class SparsityConfig:
         _choice("distribution", self.distribution, DISTRIBUTIONS)
         if isinstance(self.block, bool) or self.block not in BLOCKS:
             raise GrowkitError(f"sparsity.block must be one of {', '.join(map(str, BLOCKS))}, got {self.block!r}")
+        _choice("layout", self.layout, LAYOUTS)
         _choice("regrow", self.regrow, REGROW)
         _choice("grow_density", self.grow_density, GROW_DENSITY)
         for key in ("update_every", "n_updates", "total_steps"):
@@ -95,6 +103,9 @@ class SparsityConfig:
         if self.update_every is not None and self.n_updates is not None:
             raise GrowkitError("sparsity.update_every and sparsity.n_updates are two ways to say the same thing: "
                                "set only one of them")
+        if self.layout == "constant_fan_in" and self.grow_density == "dense":
+            raise GrowkitError('sparsity.grow_density = "dense" is not available with layout = "constant_fan_in" '
+                               '(its excess is pruned tensor-wide, which would break the per-row count): use "same"')
         _number("pr_max", self.pr_max)
         if not 0.0 <= self.pr_max <= 1.0:
             raise GrowkitError(f"sparsity.pr_max must be in [0, 1] (a fraction of active blocks), got {self.pr_max}")

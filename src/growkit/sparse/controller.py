@@ -26,6 +26,12 @@ An update at step t with pr(t) = pr_max · ½(1 + cos(π t / T)), per tensor wit
    inactive before this update over those just pruned;
 3. regrown weights start at 0 with zero moments (they were inactive, so both already are).
 
+With ``layout="constant_fan_in"`` (`growkit.sparse.layout`) every block-row of a tensor holds the same number
+k of active blocks: the initial pattern draws k per row; an update prunes n = round(pr(t) · active blocks
+of the tensor), spread over the rows (⌊n/R⌋ each, one more in n mod R random rows; fewer in a row with
+fewer prunable blocks), each row by its smallest L1 norms, and regrows as many in the same row; and a growth tops every
+row up to the grown tensor's k, so the count per row never differs between rows.
+
 With ``grow_density="dense"`` a grown tensor may hold more than its target; each update then regrows
 only n − min(excess, n) blocks, so the count falls back to the target over the following updates.
 """
@@ -42,6 +48,7 @@ from torch import Tensor, nn
 from growkit.errors import GrowkitError
 from growkit.record import GrowthRecord, TensorMap
 from growkit.sparse.config import SparsityConfig
+from growkit.sparse.layout import fan_in, fan_in_prune_regrow, indices_to_mask, per_row_counts, random_indices
 from growkit.sparse.masks import (
     block_counts,
     block_grid,
@@ -97,10 +104,10 @@ class SparsityController:
             dens = self._tensor_densities(params)
             counts = self._counts({n: g[0] * g[1] for n, g in grids.items()}, dens, at_least=1)
             for name, p in params.items():
-                mask = random_block_mask(grids[name], counts[name], self.generator)
+                mask = self._initial_mask(grids[name], counts[name], dens[name])
                 self.block_masks[name] = mask.to(p.device)
                 self.born[name] = torch.full(grids[name], NEVER, dtype=torch.int64, device=p.device)
-                self.targets[name] = counts[name]
+                self.targets[name] = int(mask.sum())
             self._refresh()
             self.apply()
         self._register_hooks()
@@ -197,16 +204,19 @@ class SparsityController:
             if n_prune == 0:
                 continue
             weight_l1 = block_reduce(p.detach().abs().float(), b)
+            if self.cfg.layout == "constant_fan_in":
+                n_rows = per_row_counts(math.floor(frac * k + 0.5), bm.shape[0], self.generator).to(bm.device)
+                new, _, grown = fan_in_prune_regrow(bm, weight_l1, n_rows, self._regrow_score(name, noise), prunable)
+                self.block_masks[name] = new
+                self.born[name] = torch.where(grown, t, self.born[name])
+                continue
             order = torch.argsort(torch.where(prunable, weight_l1, math.inf).flatten(), stable=True)
             pruned = torch.zeros(bm.numel(), dtype=torch.bool, device=bm.device)
             pruned[order[:n_prune]] = True
             pruned = pruned.view(bm.shape)
             kept = bm & ~pruned
-            if gradient and name in self._grad_sum:
-                score = block_reduce(self._grad_sum[name].abs().float(), b)
-                score = score / (score.max() + 1e-30) * 0.5  # in [0, 0.5]
-            else:
-                score = noise * 0.5
+            score = self._regrow_score(name, noise)
+            score = score / (score.max() + 1e-30) * 0.5 if score is not noise else noise * 0.5  # in [0, 0.5]
             # blocks inactive before the update first (score + 1), then those just pruned; never active ones
             key = torch.where(kept, -1.0, score + (~bm).float())
             grown = torch.zeros(bm.numel(), dtype=torch.bool, device=bm.device)
@@ -214,6 +224,18 @@ class SparsityController:
             grown = grown.view(bm.shape)
             self.block_masks[name] = kept | grown
             self.born[name] = torch.where(grown, t, self.born[name])
+
+    def _regrow_score(self, name: str, noise: Tensor) -> Tensor:
+        """Regrowth priority of each block (≥ 0): the L1 norm of the captured dense gradient (RigL) or noise."""
+        if self.cfg.regrow == "gradient" and name in self._grad_sum:
+            return block_reduce(self._grad_sum[name].abs().float(), self.cfg.block)
+        return noise
+
+    def _initial_mask(self, grid: tuple[int, int], count: int, density: float) -> Tensor:
+        """``count`` blocks at random; constant fan-in: k = round(d · cols) at random in every row."""
+        if self.cfg.layout == "constant_fan_in":
+            return indices_to_mask(random_indices(grid[0], grid[1], fan_in(grid[1], density), self.generator), grid[1])
+        return random_block_mask(grid, count, self.generator)
 
     # -- gradients -------------------------------------------------------------------------------
     def _register_hooks(self) -> None:
@@ -290,14 +312,29 @@ class SparsityController:
             if count == 0 and not active_old[name].any() and new_totals[name]:
                 count = 1  # a fresh tensor keeps at least one block
             self.targets[name] = int(active_old[name].sum()) + count
-            take = new_totals[name] if self.cfg.grow_density == "dense" else count
-            added = random_block_mask(grids[name], take, self.generator, allowed=new_region).to(p.device)
-            self.block_masks[name] = active_old[name] | (added & new_region)
+            if self.cfg.layout == "constant_fan_in":
+                self.block_masks[name] = self._top_up_rows(active_old[name], new_region, dens[name])
+                self.targets[name] = int(self.block_masks[name].sum())
+            else:
+                take = new_totals[name] if self.cfg.grow_density == "dense" else count
+                added = random_block_mask(grids[name], take, self.generator, allowed=new_region).to(p.device)
+                self.block_masks[name] = active_old[name] | (added & new_region)
             self.born[name] = born[name]
         self._refresh()
         self.apply()
         self._register_hooks()
         self._arm_capture()
+
+    def _top_up_rows(self, active: Tensor, new_region: Tensor, density: float) -> Tensor:
+        """Constant fan-in after a growth: every row of the grown block grid gets k = max(round(d · cols),
+        the most active blocks any row kept) active blocks; the missing ones are drawn at random in the
+        row, new blocks before old inactive ones."""
+        rows, cols = active.shape
+        k = max(fan_in(cols, density), int(active.sum(dim=1).max()))
+        key = torch.rand(rows, cols, generator=self.generator).to(active.device) + new_region.float()
+        key = torch.where(active, math.inf, key)
+        rank = key.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+        return active | (rank < k)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:

@@ -10,10 +10,9 @@ The two matmuls of a layer that involve W are:
 BSR matmul). Both use ``torch.sparse`` BSR × strided matmul (``torch.mm`` on a ``to_sparse_bsr`` tensor);
 ``F.linear`` with a BSR weight is supported too but measured about 3× slower on CPU.
 
-growkit trains with **masked dense** matmuls (the zeros are multiplied like any other weight), because
-`benchmarks/sparse_kernels.py` measured these BSR kernels no faster than dense on the CPUs we have (see
-the README's table). These functions are what that benchmark times, kept here so that a faster backend
-can be dropped in and measured the same way.
+`benchmarks/sparse_kernels.py` measured these BSR kernels no faster than dense on the CPUs we have; the
+constant fan-in layout of `growkit.sparse.layout` is the faster path there. These functions stay as a
+candidate that benchmark times beside it (torch's CSR tensors go through the same two calls).
 """
 
 from __future__ import annotations

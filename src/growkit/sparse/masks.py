@@ -40,8 +40,8 @@ def block_grid(name: str, shape: torch.Size | tuple[int, ...], block: int) -> tu
     rows, cols = shape
     if rows % block or cols % block:
         raise GrowkitError(f"{name} has shape {tuple(shape)}, which {block}×{block} blocks do not tile: use a "
-                           f"sparsity.block that divides both sides (1, 4, 8, 16) or model sizes that are multiples "
-                           f"of {block}")
+                           f"sparsity.block that divides both sides (1, 4, 8, 16, 32, 64) or model sizes that are "
+                           f"multiples of {block}")
     return rows // block, cols // block
 
 
