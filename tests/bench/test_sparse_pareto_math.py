@@ -120,3 +120,21 @@ def test_bad_input_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GrowkitError, match=r"unknown LR shape 'flat'"):
         run_pareto(tmp_path, "micro", lr_shape="flat")
     assert not any(tmp_path.iterdir())  # nothing was run
+
+
+ROOT = Path(__file__).parents[2]
+COMMITTED = ROOT / "docs" / "figures" / "sparse_pareto" / "results.json"
+
+
+@pytest.mark.skipif(not COMMITTED.is_file(), reason="the full preset's results.json is not committed yet")
+def test_readme_sparse_tables_are_the_committed_full_run() -> None:
+    import json
+
+    from growkit.bench.sparse_pareto import format_tables, last_line
+
+    data = json.loads(COMMITTED.read_text())
+    assert data["preset"]["name"] == "full"
+    readme = (ROOT / "README.md").read_text()
+    assert format_tables(data) in readme
+    assert f"`{last_line(data)}`" in readme
+    assert (COMMITTED.parent / "loss_vs_flops.png").stat().st_size > 10_000
