@@ -204,13 +204,15 @@ class ParetoPreset:
     jobs: int = 1
 
 
-#: 4 layers, context 128: dense 128/192/256/384 wide, sparse 384 wide (0.1 × 384² ≈ 0.9 × 128²), jobs = 2.
-#: Sized from the QUICK preset's measured run times: see the README.
-FULL = ParetoPreset(name="full", n_layers=4, dense_widths=(128, 192, 256, 384), sparse_width=384, flops=6e12,
+#: 3 layers, context 64: dense 64/128/192/256 wide, sparse 192 wide, jobs = 2. Sized from FLOP counts at
+#: ~45 GFLOP/s per single-thread run (the envelope benchmark's measured rate; sparse runs cost their
+#: dense-equivalent FLOPs, being masked dense): ≈ 20 min estimated — resize from the QUICK preset's measured
+#: times before committing a run (README).
+FULL = ParetoPreset(name="full", n_layers=3, dense_widths=(64, 128, 192, 256), sparse_width=192, flops=4.5e12,
                     dense_levels=(0.0625, 0.125, 0.25, 0.5), sparse_level=0.125, sweep_level=0.125,
-                    seq_len=128, batch_size=16, warmup_steps=20, jobs=2)
-#: ``--quick``: 2 layers, context 64: dense 64/128/256, sparse 192 (< 5 min with jobs = 2).
-QUICK = ParetoPreset(name="quick", n_layers=2, dense_widths=(64, 128, 256), sparse_width=192, flops=1.6e12,
+                    seq_len=64, batch_size=16, warmup_steps=20, jobs=2)
+#: ``--quick``: 2 layers, context 64: dense 32/64/128, sparse 128 (≈ 2.5 min estimated with jobs = 2).
+QUICK = ParetoPreset(name="quick", n_layers=2, dense_widths=(32, 64, 128), sparse_width=128, flops=8e11,
                      dense_levels=(0.0625, 0.125, 0.25, 0.5), sparse_level=0.125, sweep_level=0.125,
                      seq_len=64, batch_size=16, warmup_steps=10, eval_batches=4, evals_per_run=3, min_steps=30,
                      max_extend=0, knobs=("few-updates",), jobs=2)
