@@ -1,53 +1,66 @@
-"""The math and the run plan of ``benchmarks/sparse_pareto.py`` on synthetic points (no training)."""
+"""The math, the run plan and the input checks of ``benchmarks/sparse_pareto.py`` (no training)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from growkit.bench.frontier import Point
+from growkit.bench.frontier import Point, envelope_cost, lower_hull
+from growkit.bench.runner import Bench
 from growkit.bench.sparse_pareto import (
     FULL,
+    MICRO,
     QUICK,
     Ratio,
+    SparseLR,
+    base_preset,
     best_ratio,
+    bracket,
+    dense_req,
     flops_to_dense_loss,
     pair,
-    run_config,
+    rule_factor,
     run_pareto,
-    sparse_flops,
-    variants,
+    sparse_req,
 )
 from growkit.errors import GrowkitError
 
-DENSE = [Point(1e9, 0.0, 3.0), Point(1e10, 0.0, 2.0), Point(2e10, 0.0, 2.2)]  # the last is dominated
+# the third point is dominated; the fourth lies above the chord of its neighbours (off the hull)
+DENSE = [Point(1e9, 0.0, 3.0), Point(1e10, 0.0, 2.0), Point(2e10, 0.0, 2.2), Point(4e9, 0.0, 2.9)]
+
+
+def test_ratio_is_the_shared_envelope_cost() -> None:
+    """The dense frontier is `frontier.lower_hull`, its cost `frontier.envelope_cost`: one implementation."""
+    assert lower_hull(DENSE) == [DENSE[0], DENSE[1]]
+    for loss in (2.5, 2.1, 1.5, 3.5):
+        m = envelope_cost(DENSE, loss)
+        r = flops_to_dense_loss(DENSE, Point(2e9, 0.0, loss))
+        assert r.dense_flops == m.flops and r.value == pytest.approx(2e9 / m.flops)
 
 
 def test_interpolates_in_log_flops() -> None:
     r = flops_to_dense_loss(DENSE, Point(2e9, 0.0, 2.5))  # halfway in loss: the geometric mean of the FLOPs
     assert r.status == "interpolated"
     assert r.dense_flops == pytest.approx(math.sqrt(1e9 * 1e10))
-    assert r.value == pytest.approx(2e9 / math.sqrt(1e19))
     assert str(r) == f"{r.value:.3f}"
 
 
-def test_dominated_dense_point_is_ignored() -> None:
-    # 2.1 lies between the dominated point (2e10, 2.2) and (1e10, 2.0) in loss, but only 1e9 → 1e10 counts
-    r = flops_to_dense_loss(DENSE, Point(1e9, 0.0, 2.1))
-    assert r.dense_flops == pytest.approx(10 ** (9 + 0.9))
-
-
-def test_better_than_every_dense_run_is_an_upper_bound() -> None:
+def test_bounds_outside_the_frontier_never_extrapolate() -> None:
     r = flops_to_dense_loss(DENSE, Point(3e9, 0.0, 1.5))
     assert (r.status, r.dense_flops, r.value) == ("upper bound", 1e10, pytest.approx(0.3))
     assert str(r) == "≤0.300"
-
-
-def test_worse_than_every_dense_run_is_not_reached() -> None:
     r = flops_to_dense_loss(DENSE, Point(3e9, 0.0, 3.5))
     assert (r.status, r.dense_flops, r.value) == ("not reached", 1e9, pytest.approx(3.0))
     assert str(r) == "not reached (≥3.000)"
+
+
+def test_bracket_names_the_points_that_decide_a_ratio() -> None:
+    hull = lower_hull(DENSE)
+    assert bracket(hull, 2.5) == hull
+    assert bracket(hull, 1.5) == [hull[-1]] and bracket(hull, 3.5) == [hull[0]]
 
 
 def test_best_prefers_a_reached_ratio() -> None:
@@ -66,34 +79,62 @@ def test_pair_needs_equal_flops() -> None:
 
 
 @pytest.mark.parametrize("preset", [QUICK, FULL], ids=lambda p: p.name)
-def test_runs_share_everything_but_model_and_sparsity(preset) -> None:
-    cfgs = {v.name: run_config(preset, v, f"runs/{v.name}") for v in variants(preset)}
-    assert sorted(cfgs) == sorted(["dense-" + str(w) for w in preset.dense_widths]
-                                  + ["static-b1", "dynamic-b1", "static-b16", "dynamic-b16"])
-    ref = cfgs["dense-" + str(preset.dense_widths[0])]
-    for name, c in cfgs.items():
-        assert c["train"] == ref["train"] and c["data"] == ref["data"], name
-        assert c["train"]["max_tokens"] == preset.tokens
-        assert c["data"]["tokenizer"] == "byte"
-        if name.startswith("dense"):
-            assert "sparsity" not in c
-        else:
-            s = c["sparsity"]
-            assert s["density"] == 0.1 and s["static"] == name.startswith("static") and s["sparse_lr_rule"]
-            assert s["block"] == int(name.rsplit("b", 1)[1])
+def test_runs_share_everything_but_model_lr_and_sparsity(preset, tmp_path: Path) -> None:
+    bench = Bench(base_preset(preset), preset.flops, tmp_path, 259, 10**6, lr_shape=preset.lr_shape)
+    r = rule_factor(preset.density)
+    assert r == pytest.approx(6.40, abs=0.01)
+    dense = bench.spec(dense_req(bench, preset, preset.dense_widths[0], preset.sparse_level, 1e-3)).config
+    runs = {"rule": SparseLR(1e-3, r), "scaled": SparseLR(1e-3, math.sqrt(r)), "every": SparseLR(1e-3, r, True),
+            "plain": SparseLR(1e-3, 1.0)}
+    cfgs = {(n, kind, b): bench.spec(sparse_req(bench, preset, kind, b, slr)).config
+            for n, slr in runs.items() for kind in ("static", "dynamic") for b in preset.blocks}
+    for (n, kind, b), c in cfgs.items():
+        assert c["data"] == dense["data"] and c["data"]["tokenizer"] == "byte"
+        assert {k: v for k, v in c["train"].items() if k != "max_flops"} == \
+            {k: v for k, v in dense["train"].items() if k != "max_flops"}
+        assert c["train"]["decay"] == "wsd" and c["train"]["min_lr"] == 0.0  # wsd-d2z for every run
+        s = c["sparsity"]
+        assert (s["density"], s["block"], s["static"]) == (0.1, b, kind == "static")
+        assert ("n_updates" in s) == (kind == "dynamic")
+        rule = (s.get("sparse_lr_rule", False), s.get("lr_rule_scope"), s.get("sparse_lr_scale", 1.0))
+        assert rule == {"rule": (True, "sparse", 1.0), "every": (True, "all", 1.0), "plain": (False, None, 1.0),
+                        "scaled": (False, None, pytest.approx(math.sqrt(r)))}[n]
+    # static and dynamic at one block: the same budget and FLOPs per step
+    for b in preset.blocks:
+        st = bench.spec(sparse_req(bench, preset, "static", b, runs["rule"]))
+        dy = bench.spec(sparse_req(bench, preset, "dynamic", b, runs["rule"]))
+        assert st.plan == dy.plan and st.config["train"]["max_flops"] == preset.sparse_level * preset.flops
 
 
-@pytest.mark.parametrize("preset", [QUICK, FULL], ids=lambda p: p.name)
-def test_sparse_flops_lie_inside_the_dense_range(preset) -> None:
-    """The sparse model is the larger one, but its sparse-aware FLOPs are within the dense models' range."""
-    fl = {v.name: sparse_flops(run_config(preset, v, "r"), 256) for v in variants(preset)}
-    dense = sorted(f for n, f in fl.items() if n.startswith("dense"))
-    for n in ("static-b1", "dynamic-b1", "static-b16", "dynamic-b16"):
-        assert dense[0] < fl[n] < dense[-1], n
-    assert fl["static-b1"] == fl["dynamic-b1"]
-
-
-def test_unknown_override_is_a_clear_error(tmp_path) -> None:
+def test_bad_input_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GrowkitError, match=r"unknown preset field.*update_evry"):
         run_pareto(tmp_path, "micro", update_evry=5)
+    with pytest.raises(GrowkitError, match=r"unknown preset 'huge'"):
+        run_pareto(tmp_path, "huge")
+    with pytest.raises(GrowkitError, match=r"unknown knob\(s\) faster"):
+        run_pareto(tmp_path, "micro", knobs=("faster",))
+    with pytest.raises(GrowkitError, match=r"≥ 3 widths and ≥ 3 levels"):
+        run_pareto(tmp_path, replace(MICRO, dense_widths=(16, 32)))
+    with pytest.raises(GrowkitError, match=r"block 16 does not tile the sparse width 40"):
+        run_pareto(tmp_path, "micro", sparse_width=40)
+    with pytest.raises(GrowkitError, match=r"unknown LR shape 'flat'"):
+        run_pareto(tmp_path, "micro", lr_shape="flat")
     assert not any(tmp_path.iterdir())  # nothing was run
+
+
+ROOT = Path(__file__).parents[2]
+COMMITTED = ROOT / "docs" / "figures" / "sparse_pareto" / "results.json"
+
+
+@pytest.mark.skipif(not COMMITTED.is_file(), reason="the full preset's results.json is not committed yet")
+def test_readme_sparse_tables_are_the_committed_full_run() -> None:
+    import json
+
+    from growkit.bench.sparse_pareto import format_tables, last_line
+
+    data = json.loads(COMMITTED.read_text())
+    assert data["preset"]["name"] == "full"
+    readme = (ROOT / "README.md").read_text()
+    assert format_tables(data) in readme
+    assert f"`{last_line(data)}`" in readme
+    assert (COMMITTED.parent / "loss_vs_flops.png").stat().st_size > 10_000

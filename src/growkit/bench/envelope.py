@@ -45,7 +45,6 @@ where it stopped), ``results.json``, the figures, and the table on stdout, whose
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import statistics
@@ -55,21 +54,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from growkit.bench import runner
 from growkit.bench.figures import save
 from growkit.bench.frontier import Match, Point, envelope_cost, frontier_cost, lower_hull, ratio
+from growkit.bench.runner import LR_SHAPES, Req, lr_at, lr_by_width
 from growkit.bench.scaling import Fit, compute_optimal, fit_loss_law, flops_per_token_curve
 from growkit.bench.schedules import Preset, Schedule, Shape, run_dict, seed_schedules
-from growkit.bench.speedup import (
-    RunResult,
-    RunSpec,
-    _finished,
-    _fmt_speedup,
-    execute,
-    plan_run,
-    preset_threads,
-    read_result,
-    resolved_now,
-)
+from growkit.bench.speedup import RunResult, _fmt_speedup, preset_threads, resolved_now
 from growkit.errors import GrowkitError
 
 RESULTS_FILE = "results.json"
@@ -103,15 +94,6 @@ VARIANTS: dict[str, Variant] = {
 #: Not growth: the target from scratch under another LR shape, so a variant's gain can be told from the LR's.
 CONTROLS = ("target-wsd",)
 SCHEDULES = SEED_SCHEDULES + tuple(VARIANTS)
-#: The LR shapes the from-scratch baseline may use (``[train]`` overrides after warmup): the sweep picks one
-#: (`sweep_shape`) and every run of the benchmark, growth included, uses it. ``d2z``: decay to zero.
-LR_SHAPES: dict[str, dict[str, Any]] = {
-    "cosine": {"decay": "cosine"},
-    "cosine-d2z": {"decay": "cosine", "min_lr": 0.0},
-    "linear-d2z": {"decay": "linear", "min_lr": 0.0},
-    "wsd": {"decay": "wsd"},
-    "wsd-d2z": {"decay": "wsd", "min_lr": 0.0},
-}
 HEAD_WIDTH = 16
 
 
@@ -226,29 +208,6 @@ def _base(p: EnvelopePreset) -> Preset:
                   arch="llama", tokenizer="byte", threads=p.threads)
 
 
-def lr_by_width(pairs: Sequence[tuple[int, float]]) -> dict[int, float]:
-    """Tuned LR per width: the geometric mean over the ladder sizes of that width (depths differ)."""
-    widths: dict[int, list[float]] = {}
-    for d, lr in pairs:
-        widths.setdefault(d, []).append(lr)
-    return {d: v[0] if len(v) == 1 else math.exp(statistics.fmean(math.log(x) for x in v)) for d, v in widths.items()}
-
-
-def lr_at(tuned: dict[int, float], d_model: int) -> float:
-    """The tuned LR at width ``d_model``: log-log interpolation between tuned widths, held at the ends."""
-    ds = sorted(tuned)
-    if d_model <= ds[0]:
-        return tuned[ds[0]]
-    if d_model >= ds[-1]:
-        return tuned[ds[-1]]
-    lo = max(d for d in ds if d <= d_model)
-    hi = min(d for d in ds if d >= d_model)
-    if lo == hi:
-        return tuned[lo]
-    a = math.log(d_model / lo) / math.log(hi / lo)
-    return math.exp(math.log(tuned[lo]) + a * (math.log(tuned[hi]) - math.log(tuned[lo])))
-
-
 def with_lr_scales(s: Schedule, tuned: dict[int, float], preset: Preset) -> tuple[Schedule, Preset]:
     """``s`` with the start model's tuned LR as the run's LR, and ``lr_scale`` on every stage that changes
     the width, so that from there the LR is the tuned LR of the new width."""
@@ -261,92 +220,15 @@ def with_lr_scales(s: Schedule, tuned: dict[int, float], preset: Preset) -> tupl
 
 
 # -- running ---------------------------------------------------------------------------------------------
-@dataclass
-class Req:
-    """One run to make: ``schedule`` with ``budget`` × C training FLOPs, the LR of ``preset``, ``seed``."""
+class Bench(runner.Bench):
+    """`growkit.bench.runner.Bench` for an `EnvelopePreset` (its budget unit C, jobs, threads, run settings),
+    with the ladder's from-scratch runs."""
 
-    name: str
-    schedule: Schedule
-    budget: float
-    preset: Preset | None = None
-    seed: int = 0
-
-    @property
-    def key(self) -> str:
-        return f"{self.name}-s{self.seed}"
-
-
-@dataclass
-class Bench:
-    """One benchmark's state: where it writes, what it has run, and how."""
-
-    preset: EnvelopePreset
-    out: Path
-    vocab_size: int
-    train_tokens: int
-    log: Callable[[str], None] = print
-    results: dict[str, RunResult] = field(default_factory=dict)
-    reused: int = 0
-    remeasure: bool = False
-    """Run again the finished runs whose cores were shared (`growkit.bench.speedup.execute`)."""
-    lr_shape: str | None = None
-    """The LR shape (`LR_SHAPES`) of every run once the shape sweep has chosen it."""
-    fresh: dict[str, float] = field(default_factory=dict)
-    """Runs trained by this invocation in a worker process (`run_many`), with their seconds."""
-
-    @property
-    def base(self) -> Preset:
-        return _base(self.preset)
-
-    def spec(self, req: Req) -> RunSpec:
-        """The run of ``req``: the schedule's own ``[train]`` overrides on top of the benchmark's LR shape."""
-        pre = replace(req.preset or self.base, seed=req.seed)
-        schedule = req.schedule
-        if self.lr_shape is not None:
-            schedule = replace(schedule, train={**LR_SHAPES[self.lr_shape], **schedule.train})
-        run_dir = str(self.out / "runs" / req.key)
-        cfg = run_dict(pre, schedule, req.budget, run_dir, max_flops=req.budget * self.preset.flops)
-        plan = plan_run(cfg, self.vocab_size)
-        cfg["run"]["eval_every"] = max(1, math.ceil(plan.steps / self.preset.evals_per_run))
-        return RunSpec(req.key, schedule.name, req.budget, cfg, plan, preset_threads(self.preset.threads))
-
-    def run(self, req: Req) -> RunResult:
-        """Run (or reuse) ``req``."""
-        if req.key in self.results:
-            return self.results[req.key]
-        spec = self.spec(req)
-        t0 = time.perf_counter()
-        reused = execute(spec, remeasure=self.remeasure) and req.key not in self.fresh
-        r = read_result(spec, reused)
-        pre = req.preset or self.base
-        r.extra.update(lr=pre.lr, seed=req.seed, epochs=r.tokens / self.train_tokens, budget=req.budget,
-                       growth=spec.config["growth"], lr_shape=shape_of(spec.config["train"]))
-        self.results[req.key] = r
-        self.reused += reused
-        secs = self.fresh.get(req.key, time.perf_counter() - t0)
-        what = "reused" if reused else f"{secs:.0f} s"
-        self.log(f"  {req.key}: {spec.plan.steps} steps, {r.tokens:,} tokens ({r.tokens / self.train_tokens:.2f} "
-                 f"epochs), {r.end.flops:.3g} FLOPs, lr {pre.lr:.2e}, val loss {r.end.loss:.4f} ({what})")
-        return r
-
-    def run_many(self, reqs: Sequence[Req]) -> list[RunResult]:
-        """Run (or reuse) every request; with ``jobs`` > 1 the unfinished ones train ``jobs`` at a time, each in
-        a process of its own. A run that fails in a worker is run again here, where its error is raised."""
-        if self.preset.jobs > 1:
-            unique = {r.key: r for r in reqs if r.key not in self.results}
-            todo = [(k, self.spec(r)) for k, r in unique.items()]
-            todo = [(k, sp) for k, sp in todo if not (_finished(sp) and not self.remeasure)]
-            if len(todo) > 1:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor
-
-                ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(min(self.preset.jobs, len(todo)), mp_context=ctx) as pool:
-                    futures = {k: pool.submit(_timed_execute, sp, self.remeasure) for k, sp in todo}
-                    for k, f in futures.items():
-                        with contextlib.suppress(Exception):  # run again below, in this process, which raises it
-                            self.fresh[k] = f.result()
-        return [self.run(r) for r in reqs]
+    def __init__(self, preset: EnvelopePreset, out: Path, vocab_size: int, train_tokens: int,
+                 log: Callable[[str], None] = print, remeasure: bool = False) -> None:
+        super().__init__(_base(preset), preset.flops, Path(out), vocab_size, train_tokens, jobs=preset.jobs,
+                         evals_per_run=preset.evals_per_run, threads=preset.threads, log=log, remeasure=remeasure)
+        self.preset = preset
 
     def scratch_req(self, size: Size, level: float, lr: float, seed: int = 0) -> Req:
         s = Schedule("scratch", f"{label(size.shape)} from scratch", size.shape.model("llama"))
@@ -357,18 +239,6 @@ class Bench:
 
     def scratch(self, size: Size, level: float, lr: float, seed: int = 0) -> RunResult:
         return self.run(self.scratch_req(size, level, lr, seed))
-
-
-def shape_of(train: dict[str, Any]) -> str:
-    """The LR shape's name of a run's ``[train]`` table, as in `LR_SHAPES` (``-d2z``: decays to zero)."""
-    return train.get("decay", "cosine") + ("-d2z" if train.get("min_lr") == 0.0 else "")
-
-
-def _timed_execute(spec: RunSpec, remeasure: bool) -> float:
-    """`execute` in a worker process; returns its seconds."""
-    t0 = time.perf_counter()
-    execute(spec, remeasure=remeasure)
-    return time.perf_counter() - t0
 
 
 def feasible_levels(p: EnvelopePreset, size: Size, train_tokens: int) -> list[float]:
@@ -413,22 +283,8 @@ def sweep_lrs(bench: Bench, at: dict[str, tuple[Size, float]]) -> dict[str, tupl
     """The LR rule (module doc) for every size at once (``label: (size, level)``): returns, per size, the
     winner and every (lr, loss) tried."""
     p = bench.preset
-    tried: dict[str, dict[float, float]] = {k: {} for k in at}
-    nxt = {k: [centre_lr(p, s) / 2, centre_lr(p, s), centre_lr(p, s) * 2] for k, (s, _) in at.items()}
-    for _ in range(p.max_extend + 1):
-        reqs = {(k, lr): bench.scratch_req(at[k][0], at[k][1], lr) for k, lrs in nxt.items() for lr in lrs}
-        for (k, lr), r in zip(reqs, bench.run_many(list(reqs.values())), strict=True):
-            tried[k][lr] = r.end.loss
-        nxt = {}
-        for k, t in tried.items():
-            best = min(t, key=lambda lr: t[lr])
-            if best == min(t) and len(t) < 3 + p.max_extend:
-                nxt[k] = [best / 2]
-            elif best == max(t) and len(t) < 3 + p.max_extend:
-                nxt[k] = [best * 2]
-        if not nxt:
-            break
-    return {k: (min(t, key=lambda lr: t[lr]), sorted(t.items())) for k, t in tried.items()}
+    return runner.sweep_lrs(bench, lambda k, lr: bench.scratch_req(at[k][0], at[k][1], lr),
+                            {k: centre_lr(p, s) for k, (s, _) in at.items()}, p.max_extend)
 
 
 def _mean_point(runs: Sequence[RunResult]) -> Point:

@@ -12,6 +12,8 @@ Every key is also a key of the ``[sparsity]`` table of a run's TOML file::
     regrow = "random"        # or "gradient" (RigL)
     static = false           # true: the initial random pattern is kept (the static-sparse baseline)
     sparse_lr_rule = false   # true: η(s) = η_dense · exp(1.969 s² + 0.2905 s), s = 1 − density
+    lr_rule_scope = "all"    # the rule scales every parameter's LR, or "sparse": the sparse weights' only
+    sparse_lr_scale = 1.0    # a further LR multiplier of the sparse weights only (their own param group)
     grow_density = "same"    # what a growth adds: "same" (density) or "dense" (pruned back over updates)
 """
 
@@ -29,6 +31,7 @@ DISTRIBUTIONS = ("uniform", "erk")
 BLOCKS = (1, 4, 8, 16, 32, 64)
 LAYOUTS = ("free", "constant_fan_in")
 REGROW = ("random", "gradient")
+LR_RULE_SCOPES = ("all", "sparse")
 GROW_DENSITY = ("same", "dense")
 DEFAULT_UPDATE_EVERY = 100
 
@@ -55,7 +58,13 @@ class SparsityConfig:
         regrow: ``"random"`` (uniform over inactive blocks) or ``"gradient"`` (RigL: inactive blocks with the
             largest L1 norm of the dense gradient of the update step's batch).
         static: keep the initial random pattern for the whole run (the static-sparse baseline).
-        sparse_lr_rule: multiply every learning rate by exp(1.969 s² + 0.2905 s), s = 1 − density.
+        sparse_lr_rule: multiply learning rates by exp(1.969 s² + 0.2905 s), s = 1 − density: every one
+            (``lr_rule_scope="all"``) or the sparse weights' only (``"sparse"``: embeddings, norms and the
+            LM head are dense and keep the dense LR).
+        lr_rule_scope: where the sparse LR rule applies: ``"all"`` parameters or the ``"sparse"`` weights.
+        sparse_lr_scale: a further multiplier (> 0) of the sparse weights' LR only, e.g. for an LR sweep of
+            the sparse weights. The trainer gives the sparse weights a param group of their own when their
+            factor differs from the other parameters' (`sparse_weight_lr_factor`).
         grace_steps: a block that became active at step b (regrown, or added by growth) cannot be pruned
             at an update step t with t − b ≤ grace_steps. Default: one update interval, so it survives
             the next update.
@@ -77,6 +86,8 @@ class SparsityConfig:
     regrow: str = "random"
     static: bool = False
     sparse_lr_rule: bool = False
+    lr_rule_scope: str = "all"
+    sparse_lr_scale: float = 1.0
     grace_steps: int | None = None
     grow_density: str = "same"
     seed: int = 0
@@ -96,6 +107,11 @@ class SparsityConfig:
         _choice("layout", self.layout, LAYOUTS)
         _choice("regrow", self.regrow, REGROW)
         _choice("grow_density", self.grow_density, GROW_DENSITY)
+        _choice("lr_rule_scope", self.lr_rule_scope, LR_RULE_SCOPES)
+        _number("sparse_lr_scale", self.sparse_lr_scale)
+        if not 0.0 < self.sparse_lr_scale < math.inf:
+            raise GrowkitError(f"sparsity.sparse_lr_scale must be a positive finite number (a multiplier of the "
+                               f"sparse weights' LR), got {self.sparse_lr_scale}")
         for key in ("update_every", "n_updates", "total_steps"):
             _whole(key, getattr(self, key), minimum=1, optional=True)
         _whole("grace_steps", self.grace_steps, minimum=0, optional=True)
@@ -144,10 +160,20 @@ class SparsityConfig:
             return 0.0
         return self.pr_max * 0.5 * (1.0 + math.cos(math.pi * max(t, 0) / T))
 
-    def lr_factor(self) -> float:
-        """exp(1.969 s² + 0.2905 s) with s = 1 − density when ``sparse_lr_rule``, else 1."""
+    def rule_factor(self) -> float:
+        """The sparse LR rule's exp(1.969 s² + 0.2905 s), s = 1 − density (whether it is on or not)."""
         s = 1.0 - self.density
-        return math.exp(1.969 * s * s + 0.2905 * s) if self.sparse_lr_rule else 1.0
+        return math.exp(1.969 * s * s + 0.2905 * s)
+
+    def lr_factor(self) -> float:
+        """The factor of every parameter's LR: the rule's when ``sparse_lr_rule`` with scope ``"all"``, else 1."""
+        return self.rule_factor() if self.sparse_lr_rule and self.lr_rule_scope == "all" else 1.0
+
+    def sparse_weight_lr_factor(self) -> float:
+        """The sparse weights' LR relative to the other parameters': ``sparse_lr_scale``, × the rule's factor
+        when ``sparse_lr_rule`` with scope ``"sparse"``."""
+        rule = self.rule_factor() if self.sparse_lr_rule and self.lr_rule_scope == "sparse" else 1.0
+        return self.sparse_lr_scale * rule
 
     def replace(self, **changes: Any) -> SparsityConfig:
         return dataclasses.replace(self, **changes)

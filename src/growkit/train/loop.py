@@ -30,7 +30,7 @@ from growkit.errors import GrowkitError
 from growkit.flops import training_flops_per_token
 from growkit.io import atomic_write_json, atomic_write_text
 from growkit.model import Transformer
-from growkit.sparse import SparsityConfig, SparsityController, sparsify
+from growkit.sparse import TARGET, SparsityConfig, SparsityController, sparsify
 from growkit.train.checkpoint import find_checkpoint, read_checkpoint, save_checkpoint
 from growkit.train.config import RunConfig, TrainConfig
 from growkit.train.distributed import check_divides, setup
@@ -60,15 +60,25 @@ class TrainState:
     skipped_steps: int = 0
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only: no decay on norms, biases and embeddings."""
-    decay, no_decay = [], []
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                    sparsity: SparsityConfig | None = None) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only: no decay on norms, biases and embeddings.
+
+    With ``sparsity`` whose sparse weights' LR differs from the others' (``sparse_weight_lr_factor() != 1``),
+    the sparse weights (`growkit.sparse.TARGET`) get a third group, last, whose ``"lr_factor"`` the trainer
+    multiplies into their LR at every step (the groups keep their keys through growth)."""
+    decay, no_decay, sparse = [], [], []
+    factor = 1.0 if sparsity is None else sparsity.sparse_weight_lr_factor()
     for name, p in model.named_parameters():
         if p.ndim < 2 or name.endswith("_emb.weight"):
             no_decay.append(p)
+        elif factor != 1.0 and TARGET.match(name):
+            sparse.append(p)
         else:
             decay.append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if sparse:
+        groups.append({"params": sparse, "weight_decay": cfg.weight_decay, "lr_factor": factor})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 
@@ -123,7 +133,7 @@ class Trainer:
         apply(self.resolved)  # threads; TF32 on CUDA
         torch.manual_seed(t.seed)
         self.model = (start if start is not None else Transformer(self.model_cfg, seed=t.seed)).to(self.device)
-        self.optimizer = build_optimizer(self.model, t)
+        self.optimizer = build_optimizer(self.model, t, cfg.sparsity_config())
         # the stage logic: checks the whole schedule on the model's shapes now, grows at its steps
         self.grower = Grower(cfg.stages(), self.model, self.optimizer, lr=self._base_lr,
                              seq_len=cfg.data.start_seq_len or cfg.data.seq_len, pool=cfg.data.start_pool,
@@ -152,7 +162,7 @@ class Trainer:
 
     # -- pieces --------------------------------------------------------------------------------
     def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        return build_optimizer(model, self.cfg.train)
+        return build_optimizer(model, self.cfg.train, self.cfg.sparsity_config())
 
     def _wrap(self) -> None:
         """(Re)build the distributed wrapper around the current model (after the start and every growth)."""
@@ -252,7 +262,7 @@ class Trainer:
         self.model.train()
         lr = self.grower.lr(self.state.step, self.progress())  # growth LR policy × lr_scale × the sparse LR rule
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_factor", 1.0)  # the sparse weights' own factor (build_optimizer)
         accum = self.cfg.grad_accum
         total = 0.0
         par = self.parallel
