@@ -42,7 +42,7 @@ def step_fn(model: gk.Transformer, opt: torch.optim.Optimizer, x: torch.Tensor, 
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
     return step
 
 
