@@ -860,20 +860,22 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
         ax.legend(fontsize=7)
         ax.set_title(f"growkit bench envelope ({reg}): final points of fully decayed runs and eval curves", fontsize=9)
         written.append(save(fig, out / filename))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     labels, xs = [], 0
     for j, (reg, d) in enumerate(data["regimes"].items()):
         for name, sr in d["schedules"].items():
             h = sr["headline"]
             if h["flops"] is not None:
-                ax.bar(xs, h["flops"], yerr=h.get("flops_spread") or 0, color=plt.get_cmap("tab10")(j), capsize=3,
-                       hatch="//" if h["bound"] else None)
-            labels.append(f"{name}\n{'CO' if reg == REGIMES[0] else 'OT'}")
+                ax.bar(xs, h["flops"], yerr=h.get("flops_spread") or None, color=plt.get_cmap("tab10")(j),
+                       capsize=3, hatch="//" if h["bound"] else None)
+            labels.append(f"{name} ({'CO' if reg == REGIMES[0] else 'OT'}, {h['seeds']} seed{'s' * (h['seeds'] > 1)})")
             xs += 1
     ax.axhline(1.0, color="black", lw=1)
-    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=55, ha="right")
     ax.set_ylabel("FLOP speedup to the target loss")
-    ax.set_title("speedup against the envelope (CO) and the target's own frontier (OT); hatched: a bound", fontsize=9)
+    ax.set_title("speedup against the envelope (CO) and the target's own frontier (OT); hatched: a bound; "
+                 "bars: mean ± half the range over seeds", fontsize=9)
+    fig.tight_layout()
     written.append(save(fig, out / PLOT_FILES[2]))
     if data["fit"]:
         from growkit.bench.scaling import LossLaw
