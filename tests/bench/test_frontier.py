@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from growkit.bench.frontier import Match, Point, envelope_cost, lower_hull, ratio
+from growkit.bench.frontier import Match, Point, envelope_cost, frontier_cost, lower_hull, pareto, ratio
 
 
 def _p(flops: float, loss: float) -> Point:
@@ -55,3 +55,15 @@ def test_ratio_combines_bounds(base: str | None, own: str | None, expect: str | 
 @pytest.mark.parametrize(("base", "own"), [("above", "above"), ("below", "below")])
 def test_ratio_with_bounds_pointing_both_ways_is_no_figure(base: str, own: str) -> None:
     assert ratio(Match(6e12, 60.0, base), Match(2e12, 30.0, own)) is None
+
+
+def test_runs_within_one_percent_of_flops_are_one_budget() -> None:
+    # iso-FLOP runs of two sizes a few steps apart: the worse one is not a frontier point, so a loss between
+    # the two is a bound (the frontier's cheapest point already beats it), not an interpolation
+    pts = [Point(2.5001e11, 1.0, 2.33), Point(2.5023e11, 1.0, 2.11), Point(5e11, 2.0, 1.94)]
+    assert [p.loss for p in pareto(pts)] == [2.11, 1.94]
+    assert [p.loss for p in lower_hull(pts)] == [2.11, 1.94]
+    m = frontier_cost(pts, 2.13)
+    assert m.bound == "below" and m.flops == 2.5023e11
+    # 2 % apart: two budgets
+    assert len(pareto([Point(1e12, 1.0, 2.0), Point(1.02e12, 1.0, 1.9)])) == 2

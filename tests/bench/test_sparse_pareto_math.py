@@ -126,7 +126,6 @@ ROOT = Path(__file__).parents[2]
 COMMITTED = ROOT / "docs" / "figures" / "sparse_pareto" / "results.json"
 
 
-@pytest.mark.skipif(not COMMITTED.is_file(), reason="the full preset's results.json is not committed yet")
 def test_readme_sparse_tables_are_the_committed_full_run() -> None:
     import json
 

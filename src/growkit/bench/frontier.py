@@ -49,11 +49,21 @@ def _loglerp(a: float, b: float, alpha: float) -> float:
     return math.exp(math.log(a) + alpha * (math.log(b) - math.log(a)))
 
 
+SAME_FLOPS = 0.01
+"""Runs whose FLOPs differ by less than this fraction are one budget (iso-FLOP runs of different sizes land
+a few steps apart): only the lowest loss among them is a frontier point, so that a loss between theirs is not
+"interpolated" along a vertical segment of the frontier."""
+
+
 def pareto(points: Sequence[Point]) -> list[Point]:
-    """Points sorted by FLOPs, keeping only those with a lower loss than every cheaper point."""
+    """Points sorted by FLOPs, keeping only those with a lower loss than every cheaper point (runs within
+    `SAME_FLOPS` of each other's FLOPs count as one budget: the lowest loss of them stands for it)."""
+    ordered = sorted(points, key=lambda p: (p.flops, p.loss))
+    best = [min((q for q in ordered if abs(q.flops - p.flops) <= SAME_FLOPS * p.flops), key=lambda q: q.loss)
+            for p in ordered]
     out: list[Point] = []
-    for p in sorted(points, key=lambda p: (p.flops, p.loss)):
-        if not out or p.loss < out[-1].loss:
+    for p, b in zip(ordered, best, strict=True):
+        if p is b and (not out or p.loss < out[-1].loss):
             out.append(p)
     return out
 
