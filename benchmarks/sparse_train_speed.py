@@ -6,7 +6,10 @@ blocks), then every sparse linear (attention q/k/v/o, MLP up/down) is swapped fo
 (`growkit.sparse.layout.condense_linears`): the forward, input gradient and weight gradient of those layers
 run as gather + matmul on the active blocks, and AdamW updates only the active weights. Embeddings, the LM
 head, norms and attention itself stay dense in both. A step is forward + backward + AdamW on the same batch;
-prune-and-regrow (every ``update_every`` steps, not timed here) is not part of it.
+prune-and-regrow (every ``update_every`` steps, not timed here) is not part of it. A third model times what
+`growkit train` runs with ``sparsity.kernel = "condensed"`` (`growkit.sparse.fast_path`): the masked dense
+weights stay the parameters (AdamW and the controller's re-masking over whole tensors), only the matmuls are
+condensed — ``trainer_step_speedup`` in the JSON.
 
 Rounds are interleaved (dense then sparse, then sparse then dense, …), each timing the median of ``--steps``
 steps; the headline is the median over rounds of t_dense / t_sparse.
@@ -28,6 +31,7 @@ import torch
 
 import growkit as gk
 from growkit.sparse import SparsityConfig, sparsify
+from growkit.sparse.fast_path import install
 from growkit.sparse.layout import condense_linears
 
 try:  # run as a script: the sibling benchmark module
@@ -36,12 +40,14 @@ except ImportError:  # imported as benchmarks.sparse_train_speed
     from benchmarks.sparse_kernels import cpu_model
 
 
-def step_fn(model: gk.Transformer, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
+def step_fn(model: gk.Transformer, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, ctl=None):
     def step() -> float:
         _, loss = model(x, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if ctl is not None:
+            ctl.step(1)  # re-mask weights and moments, as `growkit train` does after every step
         return float(loss.detach())
     return step
 
@@ -85,26 +91,41 @@ def main() -> None:
     y = torch.roll(x, -1, dims=1)
     with torch.no_grad():  # same function before training: the swap is exact
         diff = float((dense_masked_logits(cfg, ctl.masks, x) - sparse(x)[0]).abs().max())
+    # what `growkit train` runs with sparsity.kernel = "condensed": the dense masked weights stay the parameters
+    # (AdamW and the controller's re-masking on whole tensors), the matmuls are condensed (growkit.sparse.fast_path)
+    trainer_model = gk.Transformer(cfg, seed=0)
+    trainer_opt = torch.optim.AdamW(trainer_model.parameters(), lr=3e-4, weight_decay=0.1)
+    trainer_ctl = sparsify(trainer_model, SparsityConfig(density=args.density, block=args.block,
+                                                         layout="constant_fan_in", static=True, kernel="condensed"),
+                           optimizer=trainer_opt)
+    install(trainer_model, trainer_ctl.block_masks, args.block, dict.fromkeys(trainer_ctl.block_masks, "condensed"))
     steps = {}
     for name, model in (("dense", dense), ("sparse", sparse)):
         opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
         steps[name] = step_fn(model, opt, x, y)
         steps[name]()  # warm-up
-    times: dict[str, list[float]] = {"dense": [], "sparse": []}
+    steps["trainer"] = step_fn(trainer_model, trainer_opt, x, y, trainer_ctl)
+    steps["trainer"]()
+    times: dict[str, list[float]] = {"dense": [], "sparse": [], "trainer": []}
     for r in range(args.rounds):
-        for name in (("dense", "sparse") if r % 2 == 0 else ("sparse", "dense")):
+        for name in (("dense", "sparse", "trainer") if r % 2 == 0 else ("trainer", "sparse", "dense")):
             times[name].append(timed(steps[name], args.steps))
     ratios = [d / s for d, s in zip(times["dense"], times["sparse"], strict=True)]
     speedup = statistics.median(ratios)
+    trainer_ratios = [d / s for d, s in zip(times["dense"], times["trainer"], strict=True)]
     n_dense = sum(p.numel() for p in dense.parameters())
     n_sparse = sum(p.numel() for p in sparse.parameters())
     print(f"{args.n_layers}L × {args.d_model}, {args.batch}×{args.seq_len} tokens, fp32, {torch.get_num_threads()} "
           f"thread(s), {cpu_model()}; sparse: constant fan-in {args.block}×{args.block}, density {density:.3f}")
     print(f"dense  step {1e3 * statistics.median(times['dense']):8.1f} ms  ({n_dense:,} parameters)")
     print(f"sparse step {1e3 * statistics.median(times['sparse']):8.1f} ms  ({n_sparse:,} parameters trained)")
+    print(f"growkit train, kernel = condensed: step {1e3 * statistics.median(times['trainer']):8.1f} ms "
+          f"({statistics.median(trainer_ratios):.2f}× dense)")
     print(f"max |Δlogits| dense-masked vs condensed at init: {diff:.1e}")
     out = {"benchmark": "sparse_train_speed", "sparse_step_speedup_90": speedup, "ratios": ratios,
            "dense_ms": [1e3 * t for t in times["dense"]], "sparse_ms": [1e3 * t for t in times["sparse"]],
+           "trainer_ms": [1e3 * t for t in times["trainer"]], "trainer_ratios": trainer_ratios,
+           "trainer_step_speedup": statistics.median(trainer_ratios),
            "config": cfg.to_dict(), "batch": args.batch, "density": density, "block": args.block,
            "layout": "constant_fan_in", "threads": torch.get_num_threads(), "cpu": cpu_model(),
            "torch": torch.__version__, "dtype": "fp32", "max_abs_logit_diff": diff}

@@ -41,11 +41,15 @@ def format_kernels(data: dict[str, Any]) -> str:
 
 
 def format_steps(runs: list[dict[str, Any]]) -> str:
-    """One row per `sparse_train_speed` run: block, density, dense and sparse step times (medians over rounds),
-    and the speedup (the median over rounds of dense / sparse)."""
-    out = ["| block | density of the sparse layers | dense step | sparse step | speedup |", "|---|---|---|---|---|"]
+    """One row per `sparse_train_speed` run: block, density, step times (medians over rounds) of the dense
+    model, the condensed model (`CondensedLinear`: only active weights are parameters) and `growkit train`'s
+    condensed path (`growkit.sparse.fast_path`: dense masked parameters, condensed matmuls), and each one's
+    speedup (the median over rounds of dense / it)."""
+    out = ["| block | density of the sparse layers | dense step | condensed model | speedup | `growkit train`, "
+           "kernel = condensed | speedup |", "|---|---|---|---|---|---|---|"]
     for d in runs:
         dense, sparse = statistics.median(d["dense_ms"]), statistics.median(d["sparse_ms"])
+        trainer = statistics.median(d["trainer_ms"])
         out.append(f"| {d['block']}×{d['block']} | {d['density']:.3f} | {dense:.0f} ms | {sparse:.0f} ms "
-                   f"| {d['sparse_step_speedup_90']:.2f}× |")
+                   f"| {d['sparse_step_speedup_90']:.2f}× | {trainer:.0f} ms | {d['trainer_step_speedup']:.2f}× |")
     return "\n".join(out)

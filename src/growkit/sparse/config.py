@@ -7,6 +7,7 @@ Every key is also a key of the ``[sparsity]`` table of a run's TOML file::
     distribution = "uniform" # or "erk": Erdős–Rényi density per tensor, same total budget
     block = 16               # mask tiles of block × block (1 = unstructured)
     layout = "free"          # or "constant_fan_in": every block-row keeps the same number of blocks
+    kernel = "masked"        # or "condensed" / "auto" (constant_fan_in only): matmuls on active blocks only
     update_every = 100       # prune-and-regrow every this many optimizer steps (or n_updates = K)
     pr_max = 0.5             # pr(t) = pr_max · ½(1 + cos(π t / T)) of active blocks per update
     regrow = "random"        # or "gradient" (RigL)
@@ -30,6 +31,7 @@ from growkit.errors import GrowkitError
 DISTRIBUTIONS = ("uniform", "erk")
 BLOCKS = (1, 4, 8, 16, 32, 64)
 LAYOUTS = ("free", "constant_fan_in")
+KERNELS = ("masked", "condensed", "auto")
 REGROW = ("random", "gradient")
 LR_RULE_SCOPES = ("all", "sparse")
 GROW_DENSITY = ("same", "dense")
@@ -50,6 +52,10 @@ class SparsityConfig:
             layout, `growkit.sparse.layout`: every block-row of a tensor keeps exactly k = round(d_l · n_in/b)
             active blocks, at least 1; prune-and-regrow then works row by row, so k never changes). Its
             density per tensor is k·b/n_in, which can differ from d_l by rounding.
+        kernel: how a run computes the sparse linears (`growkit.sparse.fast_path`): ``"masked"`` (dense
+            matmuls of the masked weights), ``"condensed"`` (gather + matmul on the active blocks only; needs
+            ``layout = "constant_fan_in"`` and random regrowth) or ``"auto"`` (per layer shape, the faster of
+            the two, measured at the start of the run and logged). Every path takes the same steps.
         update_every: optimizer steps between prune-and-regrow updates (default 100).
         n_updates: alternatively, the number of updates, at steps round(T·i/(n_updates+1)), i = 1…n_updates.
         total_steps: T, the length of the run in optimizer steps (the trainer fills it in from its budget).
@@ -79,6 +85,7 @@ class SparsityConfig:
     distribution: str = "uniform"
     block: int = 1
     layout: str = "free"
+    kernel: str = "masked"
     update_every: int | None = None
     n_updates: int | None = None
     total_steps: int | None = None
@@ -105,6 +112,14 @@ class SparsityConfig:
         if isinstance(self.block, bool) or self.block not in BLOCKS:
             raise GrowkitError(f"sparsity.block must be one of {', '.join(map(str, BLOCKS))}, got {self.block!r}")
         _choice("layout", self.layout, LAYOUTS)
+        _choice("kernel", self.kernel, KERNELS)
+        if self.kernel != "masked" and self.layout != "constant_fan_in":
+            raise GrowkitError(f'sparsity.kernel = "{self.kernel}" needs layout = "constant_fan_in" (the condensed '
+                               f'matmuls need the same number of active blocks in every block-row)')
+        if self.kernel != "masked" and self.regrow == "gradient":
+            raise GrowkitError(f'sparsity.kernel = "{self.kernel}" cannot regrow by gradient (RigL needs the dense '
+                               f'gradient of inactive blocks, which the condensed path never forms): use kernel = '
+                               f'"masked" or regrow = "random"')
         _choice("regrow", self.regrow, REGROW)
         _choice("grow_density", self.grow_density, GROW_DENSITY)
         _choice("lr_rule_scope", self.lr_rule_scope, LR_RULE_SCOPES)

@@ -148,6 +148,8 @@ class Trainer:
             self.sparsity = sparsify(self.model, self._sparsity_config(), self.optimizer,
                                      state=self._saved_sparsity or None)
             self.grower.sparsity = self.sparsity  # masks follow each growth (controller.on_grow)
+        self.sparse_paths: list[dict[str, Any]] = []
+        self._sparse_fast_path(self.model)
         if self.parallel.is_main and not (self.run_dir / "config.json").exists():
             atomic_write_json(self.run_dir / "config.json", {**cfg.to_dict(), "resolved": self.resolved.to_dict()})
         self._wrap()
@@ -170,9 +172,32 @@ class Trainer:
                                                                             self._make_optimizer)
         self.grower.model, self.grower.optimizer = self.model, self.optimizer
 
+    def _sparse_fast_path(self, model: Transformer) -> None:
+        """``sparsity.kernel``: patch the sparse linears of ``model`` to the condensed matmuls where chosen
+        (`growkit.sparse.fast_path`); ``"auto"`` times both paths per layer shape and keeps the faster. The
+        choices are kept in ``sparse_paths`` and written to the log at the start of `fit`."""
+        if self.sparsity is None or self.sparsity.cfg.kernel == "masked":
+            return
+        from growkit.sparse.fast_path import choose_paths, install
+
+        kernel = self.sparsity.cfg.kernel
+        why = ("a multi-process run" if self.parallel.world_size > 1 else
+               "bf16 autocast" if self.resolved.dtype == "bfloat16" else None)
+        if why is not None:
+            if kernel == "condensed":
+                raise GrowkitError(f'sparsity.kernel = "condensed" is not available in {why}: use kernel = '
+                                   f'"masked" (or "auto", which falls back to it)')
+            self.sparse_paths = [{"path": "masked", "reason": why}]
+            return
+        paths, records = choose_paths(model, self.sparsity.block_masks, self.sparsity.cfg.block,
+                                      self.cfg.micro_batch_size * self.seq_len, kernel)
+        install(model, self.sparsity.block_masks, self.sparsity.cfg.block, paths)
+        self.sparse_paths = records or [{"path": kernel, "layers": len(paths)}]
+
     def _wrap_grown(self, model: Transformer, optimizer: torch.optim.Optimizer
                     ) -> tuple[Transformer, torch.optim.Optimizer]:
         """The Grower's ``wrap``: wrap a grown model and its carried optimizer for this run's processes."""
+        self._sparse_fast_path(model)  # the grown model's sparse linears (the controller has its masks)
         self.model, self.optimizer, self.forward_model = self.parallel.wrap(model, optimizer, self._make_optimizer)
         self.model_cfg = model.cfg
         return self.model, self.optimizer
@@ -377,6 +402,9 @@ class Trainer:
         eval_record: dict[str, Any] = {}
         train_loss = float("nan")
         self._say(bar, f"{self.run_dir.name}: {self.resolved.summary()}")
+        for rec in self.sparse_paths:
+            self._say(bar, "sparse matmuls: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                                          for k, v in rec.items()))
         try:
             if self.state.step == 0:  # where the run starts, for the plots and the "loss fell" check
                 eval_record = self._eval_and_log(logger, bar, train_loss=None)
