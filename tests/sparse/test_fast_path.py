@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,27 @@ def test_bad_settings_are_refused() -> None:
         SparsityConfig(kernel="auto", layout="constant_fan_in", regrow="gradient")
     with pytest.raises(GrowkitError, match=r"sparsity\.kernel must be one of masked, condensed, auto"):
         SparsityConfig(kernel="bsr", layout="constant_fan_in")
+
+
+def test_a_condensed_run_resumes_exactly(tmp_path: Path) -> None:
+    def cfg(name: str) -> RunConfig:
+        d = RunConfig.default([*TINY, f"run.dir={tmp_path / name}", "sparsity.kernel='condensed'",
+                               "run.log_every=1"]).to_dict()
+        d["growth"] = [{"at_step": 4, "grow": {"n_layers": 2, "d_ff": 96},
+                        "method": {"n_layers": "stack", "*": "masked"}}]
+        return RunConfig.from_dict(d)
+
+    full = Trainer(cfg("full"))
+    full.fit()
+    Trainer(cfg("part")).fit(stop_at_step=6)  # preempted after the growth and two prune-and-regrow updates
+    resumed = Trainer(cfg("part"), resume=True)
+    resumed.fit()
+
+    def losses(name: str) -> list[float]:
+        return [json.loads(x)["train_loss"] for x in (tmp_path / name / "train.jsonl").read_text().splitlines()]
+
+    assert losses("part") == losses("full") and len(losses("full")) == 8
+    for n, m in full.sparsity.block_masks.items():
+        assert torch.equal(m, resumed.sparsity.block_masks[n]), n
+    assert all("forward" in resumed.model.get_submodule(n.rsplit(".", 1)[0]).__dict__
+               for n in resumed.sparsity.block_masks)  # the resumed, grown model runs the condensed path too
