@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -37,15 +36,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB
 
 
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_corpus(path: Path, n_bytes: int) -> int:
@@ -90,13 +80,15 @@ def main() -> None:
         del data
     load_after = os.getloadavg()[0]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from growkit.train.hardware import cpu_info  # after the measurement: its imports don't count in the peak
+
     result = {
         "text_mb": round(size / MB, 1),
         "tokens": n_tokens,
         "seconds": round(seconds, 2),
         "tokenize_mb_per_s": round(size / MB / seconds, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "cpu": cpu_name(),
+        "cpu": cpu_info().model,
         "cores": cores,
         "rayon_threads": os.environ.get("RAYON_NUM_THREADS", f"default ({cores}: one per core)"),
         "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "unset (parallel)"),

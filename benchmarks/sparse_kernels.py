@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 import warnings
@@ -56,6 +55,7 @@ from growkit.sparse.layout import (
     to_dense,
 )
 from growkit.sparse.masks import expand
+from growkit.train.hardware import cpu_info
 
 SHAPES = ((3072, 768), (768, 3072))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -80,13 +80,8 @@ class Case:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (`growkit.train.hardware.cpu_info`)."""
+    return cpu_info().model
 
 
 def cpu_features() -> list[str]:

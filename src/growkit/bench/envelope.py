@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from growkit.bench import runner
-from growkit.bench.figures import save
+from growkit.bench.figures import loss_vs_flops_axes, save
 from growkit.bench.frontier import Match, Point, envelope_cost, frontier_cost, lower_hull, ratio
 from growkit.bench.runner import LR_SHAPES, Req, lr_at, lr_by_width
 from growkit.bench.scaling import Fit, compute_optimal, fit_loss_law, flops_per_token_curve
@@ -851,13 +851,7 @@ def plot(data: dict[str, Any], out: Path) -> list[Path]:
                         label=name if rname == sr["runs"]["0"][-1] else None)
                 ax.plot(r["flops"], r["final_val_loss"], "o", color=color, ms=4)
         ax.axhline(d["target"]["loss"], color="gray", ls=":", lw=1, label=f"target {d['target']['shape']} at C")
-        ax.set_xscale("log")
-        ax.set_xlabel("training FLOPs")
-        ax.set_ylabel("validation loss (nats/byte)")
-        lo = min(p["loss"] for p in env)
-        ax.set_ylim(lo - 0.1, lo + 1.2)
-        ax.grid(True, alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        loss_vs_flops_axes(ax, min(p["loss"] for p in env), 0.1, 1.2)
         ax.set_title(f"growkit bench envelope ({reg}): final points of fully decayed runs and eval curves", fontsize=9)
         written.append(save(fig, out / filename))
     fig, ax = plt.subplots(figsize=(10, 5))

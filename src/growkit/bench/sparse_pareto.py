@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from growkit.bench import runner
-from growkit.bench.figures import save
+from growkit.bench.figures import loss_vs_flops_axes, save
 from growkit.bench.frontier import Point, envelope_cost, lower_hull
 from growkit.bench.runner import LR_SHAPES, Bench, Req, lr_at
 from growkit.bench.schedules import Preset, Schedule
@@ -591,13 +591,7 @@ def plot(data: dict[str, Any], path: Path) -> Path:
             ax.plot(r["flops"], r["final_val_loss"], "x", color="tab:orange", ms=7, zorder=6)
             ax.annotate(name.split("-", 2)[-1], (r["flops"], r["final_val_loss"]), textcoords="offset points",
                         xytext=(4, -8), fontsize=6)
-    ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs (sparse-aware)")
-    ax.set_ylabel("validation loss (nats/byte)")
-    lo = min(r["final_val_loss"] for r in runs)
-    ax.set_ylim(lo - 0.05, lo + 1.0)
-    ax.grid(True, alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    loss_vs_flops_axes(ax, min(r["final_val_loss"] for r in runs), 0.05, 1.0, "training FLOPs (sparse-aware)")
     ax.set_title(f"growkit sparse pareto ({data['preset']['name']}): final points of fully decayed runs; "
                  f"x: dynamic knobs", fontsize=9)
     return save(fig, path)
