@@ -56,7 +56,16 @@ from typing import Any
 
 from growkit.bench import runner
 from growkit.bench.figures import loss_vs_flops_axes, save
-from growkit.bench.frontier import Match, Point, envelope_cost, frontier_cost, lower_hull, ratio
+from growkit.bench.frontier import (
+    Match,
+    Point,
+    envelope_cost,
+    frontier_cost,
+    lower_hull,
+    mean_point,
+    ratio,
+    spread,
+)
 from growkit.bench.runner import LR_SHAPES, Req, lr_at, lr_by_width
 from growkit.bench.scaling import Fit, compute_optimal, fit_loss_law, flops_per_token_curve
 from growkit.bench.schedules import Preset, Schedule, Shape, run_dict, seed_schedules
@@ -288,13 +297,7 @@ def sweep_lrs(bench: Bench, at: dict[str, tuple[Size, float]]) -> dict[str, tupl
 
 
 def _mean_point(runs: Sequence[RunResult]) -> Point:
-    return Point(statistics.fmean(r.end.flops for r in runs), statistics.fmean(r.end.time_s for r in runs),
-                 statistics.fmean(r.end.loss for r in runs))
-
-
-def _spread(values: Sequence[float]) -> float:
-    """Half the range: the ± of a mean over a few seeds."""
-    return (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+    return mean_point([r.end for r in runs])
 
 
 def without_noops(s: Schedule) -> Schedule:
@@ -352,9 +355,9 @@ class ScheduleResult:
         if not per:
             return {"flops": None, "wallclock": None, "bound": "not reached", "seeds": len(self.speedups)}
         bounds = {s["bound"] for s in per if s["bound"]}
-        return {"flops": statistics.fmean(s["flops"] for s in per), "flops_spread": _spread([s["flops"] for s in per]),
+        return {"flops": statistics.fmean(s["flops"] for s in per), "flops_spread": spread([s["flops"] for s in per]),
                 "wallclock": statistics.fmean(s["wallclock"] for s in per),
-                "wallclock_spread": _spread([s["wallclock"] for s in per]),
+                "wallclock_spread": spread([s["wallclock"] for s in per]),
                 "bound": next(iter(bounds)) if len(bounds) == 1 else ("mixed" if bounds else None),
                 "seeds": len(self.speedups)}
 
@@ -532,7 +535,7 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
     for reg, (target, baseline, truns) in targets.items():
         tpoint = _mean_point(truns)
         log(f"{reg}: target {label(target.shape)} ({target.params:,} params), loss {tpoint.loss:.4f} "
-            f"± {_spread([r.end.loss for r in truns]):.4f} at C ({truns[0].tokens / target.params:.0f} tokens/param)")
+            f"± {spread([r.end.loss for r in truns]):.4f} at C ({truns[0].tokens / target.params:.0f} tokens/param)")
         results: dict[str, ScheduleResult] = {}
         todo = [n for n in names if not (n.startswith("follow") and (reg != "compute-optimal" or n_opt is None))
                 and not (reg == REGIMES[1] and n not in p.overtrained_schedules)]
@@ -558,7 +561,7 @@ def run_envelope(out: str | Path, preset: str | EnvelopePreset = "full", regime:
                     results[n].speedups[seed] = speedup_of(more.runs[seed], baseline, tpoint.loss)
         best = best_schedule({n: results[n] for n in top})
         regimes_out[reg] = {"target": {"shape": label(target.shape), "params": target.params,
-                                       "loss": tpoint.loss, "loss_spread": _spread([r.end.loss for r in truns]),
+                                       "loss": tpoint.loss, "loss_spread": spread([r.end.loss for r in truns]),
                                        "flops": tpoint.flops, "time_s": tpoint.time_s,
                                        "tokens_per_param": truns[0].tokens / target.params,
                                        "seeds": [r.end.loss for r in truns]},

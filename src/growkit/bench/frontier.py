@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,17 @@ SAME_FLOPS = 0.01
 """Runs whose FLOPs differ by less than this fraction are one budget (iso-FLOP runs of different sizes land
 a few steps apart): only the lowest loss among them is a frontier point, so that a loss between theirs is not
 "interpolated" along a vertical segment of the frontier."""
+
+
+def mean_point(points: Sequence[Point]) -> Point:
+    """The mean of runs that differ only by seed: mean FLOPs, seconds and loss."""
+    return Point(statistics.fmean(p.flops for p in points), statistics.fmean(p.time_s for p in points),
+                 statistics.fmean(p.loss for p in points))
+
+
+def spread(values: Sequence[float]) -> float:
+    """Half the range: the ± of a mean over a few seeds (0 for one)."""
+    return (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
 
 
 def pareto(points: Sequence[Point]) -> list[Point]:

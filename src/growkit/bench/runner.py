@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 from growkit.bench.schedules import Preset, Schedule, run_dict
 from growkit.bench.speedup import (
-    Plan,
     RunResult,
     RunSpec,
     _finished,
@@ -94,9 +93,14 @@ class Bench:
     """The LR shape (`LR_SHAPES`) of every run once the benchmark has chosen it."""
     fresh: dict[str, float] = field(default_factory=dict)
     """Runs trained by this invocation in a worker process (`run_many`), with their seconds."""
+    specs: dict[str, RunSpec] = field(default_factory=dict)
+    """Every run planned so far, by key."""
 
     def spec(self, req: Req) -> RunSpec:
-        """The run of ``req``: the schedule's own ``[train]`` overrides on top of the benchmark's LR shape."""
+        """The run of ``req``: the schedule's own ``[train]`` overrides on top of the benchmark's LR shape
+        (made once per key: planning replays the run's counters)."""
+        if req.key in self.specs:
+            return self.specs[req.key]
         pre = replace(req.preset or self.base, seed=req.seed)
         schedule = req.schedule
         if self.lr_shape is not None:
@@ -105,11 +109,10 @@ class Bench:
         cfg = run_dict(pre, schedule, req.budget, run_dir, max_flops=req.budget * self.flops)
         if req.sparsity is not None:
             cfg["sparsity"] = dict(req.sparsity)
-            plan = sparse_plan(cfg, self.vocab_size)
-        else:
-            plan = plan_run(cfg, self.vocab_size)
+        plan = plan_run(cfg, self.vocab_size)
         cfg["run"]["eval_every"] = max(1, math.ceil(plan.steps / self.evals_per_run))
-        return RunSpec(req.key, schedule.name, req.budget, cfg, plan, preset_threads(self.threads))
+        self.specs[req.key] = RunSpec(req.key, schedule.name, req.budget, cfg, plan, preset_threads(self.threads))
+        return self.specs[req.key]
 
     def run(self, req: Req) -> RunResult:
         """Run (or reuse) ``req``."""
@@ -150,25 +153,6 @@ class Bench:
                         with contextlib.suppress(Exception):  # run again below, in this process, which raises it
                             self.fresh[k] = f.result()
         return [self.run(r) for r in reqs]
-
-
-def sparse_plan(cfg: dict[str, Any], vocab_size: int) -> Plan:
-    """The plan of a run with a ``[sparsity]`` table (no growth): steps as the trainer counts them under a
-    ``max_flops`` or token budget, at the sparse-aware FLOPs per token of the configured density."""
-    from growkit.flops import training_flops_per_token
-    from growkit.train import RunConfig
-
-    rc = RunConfig.from_dict(cfg)
-    scfg = rc.sparsity_config()
-    assert scfg is not None
-    mcfg = rc.model_config(vocab_size)
-    per_step = rc.train.batch_size * rc.data.seq_len
-    fpt = training_flops_per_token(mcfg, rc.data.seq_len, scfg.density)
-    t = rc.train
-    steps = min(n for n in (t.max_steps, t.max_tokens and math.ceil(t.max_tokens / per_step),
-                            t.max_flops and math.ceil(t.max_flops / (fpt * per_step))) if n)
-    dense = plan_run({**cfg, "train": {**cfg["train"], "max_steps": 1}}, vocab_size)  # the parameter count
-    return Plan(steps, steps * per_step, steps * per_step * fpt, dense.params)
 
 
 def _timed_execute(spec: RunSpec, remeasure: bool) -> float:

@@ -54,11 +54,12 @@ from typing import Any
 
 from growkit.bench import runner
 from growkit.bench.figures import loss_vs_flops_axes, save
-from growkit.bench.frontier import Point, envelope_cost, lower_hull
+from growkit.bench.frontier import Point, envelope_cost, lower_hull, mean_point, spread
 from growkit.bench.runner import LR_SHAPES, Bench, Req, lr_at
 from growkit.bench.schedules import Preset, Schedule
 from growkit.bench.speedup import RunResult, resolved_now
 from growkit.errors import GrowkitError
+from growkit.sparse.config import SparsityConfig
 
 RESULTS_FILE = "results.json"
 PLOT_FILE = "loss_vs_flops.png"
@@ -140,19 +141,8 @@ def pair(block: int, static: Point, dynamic: Point, tol: float = 0.01) -> Pair:
 
 
 def rule_factor(density: float) -> float:
-    """The sparse LR rule's R = exp(1.969 s² + 0.2905 s), s = 1 − density."""
-    s = 1.0 - density
-    return math.exp(1.969 * s * s + 0.2905 * s)
-
-
-def _mean(points: Sequence[Point]) -> Point:
-    return Point(statistics.fmean(p.flops for p in points), statistics.fmean(p.time_s for p in points),
-                 statistics.fmean(p.loss for p in points))
-
-
-def _spread(values: Sequence[float]) -> float:
-    """Half the range: the ± of a mean over a few seeds."""
-    return (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+    """The sparse LR rule's R at ``density`` (`SparsityConfig.rule_factor`)."""
+    return SparsityConfig(density=density).rule_factor()
 
 
 def bracket(hull: Sequence[Point], loss: float) -> list[Point]:
@@ -425,9 +415,9 @@ def run_pareto(out: str | Path, preset: str | ParetoPreset = "full", log: Callab
     for s in seeds:
         pts = [seeded(made[by_point[pt]])[s].end if by_point[pt] in deciding else pt for pt in hull]
         per_seed.append(flops_to_dense_loss(pts, seeded(dyn[best])[s].end))
-    mean_hull = [_mean([r.end for r in seeded(made[by_point[pt]])]) if by_point[pt] in deciding else pt
+    mean_hull = [mean_point([r.end for r in seeded(made[by_point[pt]])]) if by_point[pt] in deciding else pt
                  for pt in hull]
-    head = flops_to_dense_loss(mean_hull, _mean([r.end for r in seeded(dyn[best])]))
+    head = flops_to_dense_loss(mean_hull, mean_point([r.end for r in seeded(dyn[best])]))
 
     # 5. pairs
     pairs = []
@@ -442,7 +432,7 @@ def run_pareto(out: str | Path, preset: str | ParetoPreset = "full", log: Callab
                           "loss_static": statistics.fmean(x.loss_static for x in prs),
                           "loss_dynamic": statistics.fmean(x.loss_dynamic for x in prs),
                           "delta": statistics.fmean(x.delta for x in prs),
-                          "delta_spread": _spread([x.delta for x in prs]),
+                          "delta_spread": spread([x.delta for x in prs]),
                           "flops_rel_diff": max(x.flops_rel_diff for x in prs)})
 
     data = _results(p, bench, tuned, swept, levels, hull, sweeps, every, chosen, ratios0, best, deciding, per_seed,
@@ -490,7 +480,7 @@ def _results(p: ParetoPreset, bench: Bench, tuned: dict[int, float], swept: dict
         "deciding_dense_runs": deciding,
         "pairs": pairs,
         HEADLINE: {**asdict(head), "text": str(head), "seeds": p.seeds,
-                   "spread": _spread([x.value for x in per_seed]),
+                   "spread": spread([x.value for x in per_seed]),
                    "per_seed": [{**asdict(x), "text": str(x)} for x in per_seed],
                    "dense_frontier_seed_mean": [asdict(pt) for pt in mean_hull]},
         "runs": [row(k, r) for k, r in bench.results.items()],

@@ -83,12 +83,15 @@ class Plan:
 
 def plan_run(cfg: dict[str, Any], vocab_size: int) -> Plan:
     """Replays the trainer's counters (growth at ``at_fraction``/step/token/FLOP triggers, input length,
-    FLOPs per token at the current size) for a run config dict, without training."""
+    FLOPs per token at the current size — sparse-aware at the configured density when the run has a
+    ``[sparsity]`` table) for a run config dict, without training."""
     import growkit as gk
     from growkit.train import RunConfig
     from growkit.train.schedule import progress
 
     rc = RunConfig.from_dict(cfg)
+    scfg = rc.sparsity_config()
+    density = scfg.density if scfg is not None else None
     mcfg = rc.model_config(vocab_size)
     surrogate = gk.Transformer(gk.TransformerConfig.from_dict({**mcfg.to_dict(), "vocab_size": 8}))
     seq = rc.data.start_seq_len or rc.data.seq_len
@@ -96,7 +99,7 @@ def plan_run(cfg: dict[str, Any], vocab_size: int) -> Plan:
     step = tokens = 0
     flops = 0.0
 
-    per_token = _fpt(surrogate.cfg, vocab_size, seq)
+    per_token = _fpt(surrogate.cfg, vocab_size, seq, density)
     while progress(rc.train, step, tokens, flops) < 1.0:
         while done < len(stages) and stages[done].due(step, tokens, flops, progress(rc.train, step, tokens, flops)):
             spec = stages[done].spec()
@@ -106,7 +109,7 @@ def plan_run(cfg: dict[str, Any], vocab_size: int) -> Plan:
                     gk.ramp_masks(surrogate, 1.0)
                     gk.fold_masks(surrogate)
             seq = stages[done].seq_len or seq
-            per_token = _fpt(surrogate.cfg, vocab_size, seq)
+            per_token = _fpt(surrogate.cfg, vocab_size, seq, density)
             done += 1
         per_step = rc.train.batch_size * seq
         step, tokens, flops = step + 1, tokens + per_step, flops + per_token * per_step
@@ -114,11 +117,13 @@ def plan_run(cfg: dict[str, Any], vocab_size: int) -> Plan:
     return Plan(step, tokens, flops, _num_params(final))
 
 
-def _fpt(cfg: Any, vocab_size: int, seq_len: int) -> float:
+def _fpt(cfg: Any, vocab_size: int, seq_len: int, density: float | None = None) -> float:
     from growkit.config import TransformerConfig
     from growkit.flops import training_flops_per_token
 
-    return training_flops_per_token(TransformerConfig.from_dict({**cfg.to_dict(), "vocab_size": vocab_size}), seq_len)
+    full = TransformerConfig.from_dict({**cfg.to_dict(), "vocab_size": vocab_size})
+    return training_flops_per_token(full, seq_len) if density is None else \
+        training_flops_per_token(full, seq_len, density)
 
 
 def _num_params(cfg: Any) -> int:

@@ -139,12 +139,13 @@ def choose_paths(model: nn.Module, masks: Mapping[str, Tensor], block: int, toke
     if kernel != "auto":
         return {n: kernel for n in linears}, []
     chosen: dict[tuple[int, int, int], str] = {}
+    keys: dict[str, tuple[int, int, int]] = {}
     records = []
     gen = torch.Generator().manual_seed(0)
     for name, module in linears.items():
         n_out, n_in = module.weight.shape
         indices = mask_to_indices(masks[name])
-        key = (n_out, n_in, indices.shape[1])
+        key = keys[name] = (n_out, n_in, indices.shape[1])
         if key in chosen:
             continue
         w = (torch.randn(n_out, n_in, generator=gen) * 0.02).to(dtype)
@@ -155,8 +156,4 @@ def choose_paths(model: nn.Module, masks: Mapping[str, Tensor], block: int, toke
         chosen[key] = "condensed" if condensed < masked else "masked"
         records.append({"shape": [n_out, n_in], "fan_in": key[2], "tokens": tokens, "masked_ms": 1e3 * masked,
                         "condensed_ms": 1e3 * condensed, "path": chosen[key]})
-    paths = {}
-    for name, module in linears.items():
-        n_out, n_in = module.weight.shape
-        paths[name] = chosen[(n_out, n_in, mask_to_indices(masks[name]).shape[1])]
-    return paths, records
+    return {name: chosen[key] for name, key in keys.items()}, records
